@@ -1,0 +1,3 @@
+from instdiv.cli import app
+
+app(prog_name="instdiv")

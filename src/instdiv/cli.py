@@ -1,0 +1,97 @@
+"""`instdiv <command>`: one command per DVC stage, plus helpers for people at a terminal."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from instdiv.errors import InstdivError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Instruction diversity experiments: generate data, train, evaluate.")
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Parameter file (params.yaml).")]
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def friendly(fn):
+    """User errors print one line naming the parameter or file and the fix, and exit 2: no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InstdivError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@friendly
+def generate(params: ParamsOpt = Path("params.yaml")):
+    """Generate the rewrite datasets under data/rewrite/ (stage `generate`)."""
+    from instdiv import rewrite
+    from instdiv.config import load_params
+
+    cfg = load_params(params).rewrite
+    tables = rewrite.generate(cfg)
+    manifest = rewrite.write(tables, cfg)
+    rows = ", ".join(f"{k} {v['rows']:,}" for k, v in manifest["files"].items())
+    typer.echo(f"wrote {rewrite.DATA_DIR}: {rows} (holdout: {cfg.holdout})")
+
+
+@app.command()
+@friendly
+def train(params: ParamsOpt = Path("params.yaml")):
+    """Train the model on data/rewrite/, tracked in MLflow (stage `train`)."""
+    from instdiv.config import load_params
+    from instdiv.train import train as run_training
+
+    info = run_training(load_params(params))
+    if info:
+        typer.echo(f"trained {info['steps']} steps in {info['fit_seconds']}s; MLflow run {info['run_id']}")
+
+
+@app.command()
+@friendly
+def evaluate(params: ParamsOpt = Path("params.yaml")):
+    """Score seen and unseen instructions; write reports/metrics.json (stage `evaluate`)."""
+    from instdiv.config import load_params
+    from instdiv.evaluate import evaluate as run_evaluation, headline
+    from instdiv.tracking import tracking_uri
+
+    p = load_params(params)
+    metrics = run_evaluation(p.rewrite, p.evaluate, tracking_uri(p.tracking))
+    typer.echo(headline(metrics))
+
+
+@app.command()
+@friendly
+def preset(name: str, params: ParamsOpt = Path("params.yaml")):
+    """Print `-S key=value` arguments of a preset: `dvc exp run $(instdiv preset paper)`."""
+    from instdiv.config import ConfigError, load_params, params_from_dict
+
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(PRESETS_DIR.glob("*.yaml")))
+        raise ConfigError(f"no preset '{name}'; known presets: {known}")
+    overrides = yaml.safe_load(path.read_text())
+    load_params(params)
+    merged = yaml.safe_load(Path(params).read_text())
+    for section, values in overrides.items():
+        merged.setdefault(section, {}).update(values)
+    params_from_dict(merged, source=f"{params} + preset {name}")  # fail here, not half-way through a run
+    args = [f"-S {s}.{k}={json.dumps(v, separators=(',', ':'))}"
+            for s, values in overrides.items() for k, v in values.items()]
+    typer.echo(" ".join(args))
+
+
+def main():  # pragma: no cover - console entry
+    sys.exit(app())

@@ -1,0 +1,280 @@
+"""Typed configs: one dataclass per `params.yaml` section, validated with messages that name the key.
+
+Each pipeline step reads only its own section(s). `load_params` checks every section for unknown, missing
+and mistyped keys before any work starts, so a typo fails in a second instead of after training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from instdiv.errors import ConfigError
+
+IntOrRange = int | list[int]
+
+
+def as_range(value: IntOrRange) -> tuple[int, int]:
+    """A length given as `3` or `[2, 4]` (inclusive) as a (lo, hi) pair."""
+    if isinstance(value, int):
+        return value, value
+    return value[0], value[1]
+
+
+@dataclass(frozen=True)
+class RewriteConfig:
+    """The string-rewrite task: rule x -> y applied to input z, leftmost occurrence, once."""
+
+    alphabet_size: int = 8
+    pattern_length: IntOrRange = 3
+    replacement_length: IntOrRange = 3
+    input_length: int = 10
+    n_instructions: int = 512
+    # Exactly one of the two: S examples for every instruction, or a total budget N = I x S split evenly.
+    examples_per_instruction: int | None = None
+    total_examples: int | None = 50_000
+    noop_share: float = 0.2
+    # "pairs": unseen rules are new (pattern, replacement) pairs; "patterns": their patterns never occur in
+    # training either (stricter: with a small alphabet every pattern is soon seen in training).
+    holdout: Literal["pairs", "patterns"] = "pairs"
+    n_unseen_instructions: int = 256
+    n_test_examples: int = 2_000
+    n_valid_examples: int = 512
+    seed: int = 0
+
+    def validate(self) -> None:
+        s = "rewrite"
+        _positive(self, s, "alphabet_size", "input_length", "n_instructions", "n_unseen_instructions",
+                  "n_test_examples", "n_valid_examples")
+        if self.alphabet_size > 26:
+            raise ConfigError(f"{s}.alphabet_size={self.alphabet_size}: strings use lowercase Latin letters; "
+                              "set it between 1 and 26")
+        for key in ("pattern_length", "replacement_length"):
+            lo, hi = _check_range(self, s, key)
+            if key == "pattern_length" and hi > self.input_length:
+                raise ConfigError(f"{s}.pattern_length={getattr(self, key)} is longer than "
+                                  f"{s}.input_length={self.input_length}: the pattern must fit in the input; "
+                                  "shorten the pattern or lengthen the input")
+        if (self.examples_per_instruction is None) == (self.total_examples is None):
+            raise ConfigError(f"{s}: set exactly one of examples_per_instruction (S) and total_examples "
+                              "(N = I x S); set the other to null")
+        if self.examples_per_instruction is not None:
+            _positive(self, s, "examples_per_instruction")
+        if self.total_examples is not None:
+            _positive(self, s, "total_examples")
+            if self.total_examples < self.n_instructions:
+                raise ConfigError(f"{s}.total_examples={self.total_examples} is smaller than "
+                                  f"{s}.n_instructions={self.n_instructions}: every instruction needs at least "
+                                  "one example; raise total_examples or lower n_instructions")
+        if not 0.0 <= self.noop_share <= 1.0:
+            raise ConfigError(f"{s}.noop_share={self.noop_share} is outside [0, 1]; it is the share of examples "
+                              "whose input does not contain the pattern")
+        if self.noop_share > 0 and self.alphabet_size == 1:
+            raise ConfigError(f"{s}.noop_share={self.noop_share} is impossible with alphabet_size=1: every "
+                              "input contains every pattern; set noop_share: 0 or a larger alphabet")
+
+    @property
+    def train_examples(self) -> int:
+        if self.total_examples is not None:
+            return self.total_examples
+        return self.n_instructions * self.examples_per_instruction
+
+    @property
+    def max_output_length(self) -> int:
+        return self.input_length - as_range(self.pattern_length)[0] + as_range(self.replacement_length)[1]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """GPT decoder size; vocabulary and context length follow from the data."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 64
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        _positive(self, "model", "n_layer", "n_head", "d_model")
+        if self.d_model % self.n_head:
+            raise ConfigError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}; "
+                              "pick a d_model that is a multiple of n_head")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout} is outside [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.05
+    # The step budget scales with the data: epochs over the training set, unless max_steps is given.
+    epochs: float = 4.0
+    max_steps: int | None = None
+    val_every_steps: int = 250
+    # "auto" picks by measurement (benchmarks/README.md): bf16 on GPUs, and on CPUs from d_model 256 up.
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    grad_clip: float = 1.0
+    checkpoint_dir: str = "checkpoints"
+
+    def validate(self) -> None:
+        _positive(self, "train", "batch_size", "val_every_steps", "epochs")
+        if self.max_steps is not None:
+            _positive(self, "train", "max_steps")
+        if self.lr <= 0 or not math.isfinite(self.lr):
+            raise ConfigError(f"train.lr={self.lr} must be a positive number")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ConfigError(f"train.warmup_frac={self.warmup_frac} is outside [0, 1)")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("train.weight_decay and train.grad_clip must be >= 0")
+
+    def total_steps(self, n_train: int) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * n_train / self.batch_size))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = 512
+    n_samples: int = 40  # predictions written to reports/predictions.csv for reading by eye
+
+    def validate(self) -> None:
+        _positive(self, "evaluate", "batch_size")
+        if self.n_samples < 0:
+            raise ConfigError(f"evaluate.n_samples={self.n_samples} must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    # null: the MLFLOW_TRACKING_URI environment variable if set, else SQLite at <repo>/mlruns/mlflow.db.
+    uri: str | None = None
+    experiment: str = "rewrite"
+
+    def validate(self) -> None:
+        if not self.experiment:
+            raise ConfigError("tracking.experiment must be a non-empty name")
+
+
+@dataclass(frozen=True)
+class Params:
+    rewrite: RewriteConfig = field(default_factory=RewriteConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameter file not found; run from the repository root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the file's syntax") from None
+    return params_from_dict(raw or {}, source=str(path))
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    sections = {f.name: f.type for f in dataclasses.fields(Params)}
+    hints = typing.get_type_hints(Params)
+    _reject_unknown(raw, sections, source)
+    built = {}
+    for name in sections:
+        if name not in raw:
+            raise ConfigError(f"{source}: section '{name}' is missing; copy it from the README's params.yaml")
+        built[name] = section_from_dict(hints[name], raw[name], name)
+    return Params(**built)
+
+
+def section_from_dict(cls: type, raw: Any, section: str):
+    """Build and validate one section's dataclass; every key must be present (params.yaml is the record)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    _reject_unknown(raw, names, section)
+    for name in names:
+        if name not in raw:
+            default = getattr(cls(), name)
+            raise ConfigError(f"{section}.{name} is missing; add it to params.yaml (default: {default!r})")
+        _check_type(raw[name], hints[name], f"{section}.{name}")
+    obj = cls(**raw)
+    obj.validate()
+    return obj
+
+
+def _reject_unknown(raw: dict, known, where: str) -> None:
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _check_type(value: Any, annotation: Any, key: str) -> None:
+    if not _matches(value, annotation):
+        raise ConfigError(f"{key}={value!r} has the wrong type: expected {_describe(annotation)}")
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if origin is list:
+        return (isinstance(value, list) and len(value) == 2
+                and all(_matches(v, args[0]) for v in value))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is list:
+        return f"a [min, max] pair of {_describe(args[0])}"
+    if annotation is type(None):
+        return "null"
+    return annotation.__name__
+
+
+def _positive(obj, section: str, *keys: str) -> None:
+    for key in keys:
+        value = getattr(obj, key)
+        if value <= 0:
+            raise ConfigError(f"{section}.{key}={value} must be positive")
+
+
+def _check_range(obj, section: str, key: str) -> tuple[int, int]:
+    lo, hi = as_range(getattr(obj, key))
+    if lo <= 0 or hi < lo:
+        raise ConfigError(f"{section}.{key}={getattr(obj, key)}: lengths must be positive and a range "
+                          "[min, max] needs min <= max")
+    return lo, hi

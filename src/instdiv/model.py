@@ -1,0 +1,189 @@
+"""A GPT decoder in the spirit of nanoGPT, with batched greedy decoding over a KV cache.
+
+Training sees right-padded sequences with plain causal attention. Decoding left-pads the prompts so they
+all end at the same column; a key mask hides the padding and positions count real tokens only, so a row
+sees exactly what it saw in training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from instdiv.config import ModelConfig
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 64
+    dropout: float = 0.0
+
+    @classmethod
+    def from_params(cls, params: ModelConfig, vocab_size: int, block_size: int) -> "GPTConfig":
+        return cls(vocab_size=vocab_size, block_size=block_size, n_layer=params.n_layer,
+                   n_head=params.n_head, d_model=params.d_model, dropout=params.dropout)
+
+
+class KVCache:
+    """Keys and values of every layer for up to `length` positions, filled left to right."""
+
+    def __init__(self, cfg: GPTConfig, batch: int, length: int, device, dtype):
+        shape = (cfg.n_layer, batch, cfg.n_head, length, cfg.d_model // cfg.n_head)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.pos + k.size(2)
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.n_head, self.layer, self.dropout = cfg.n_head, layer, cfg.dropout
+        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, mask=None, cache: KVCache | None = None):
+        b, t, c = x.shape
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+                   for z in self.c_attn(x).split(c, dim=2))
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
+        self.c_proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.ln_2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, mask=None, cache=None):
+        x = x + self.attn(self.ln_1(x), mask, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying, as GPT-2
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2's scaled init of the residual projections
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _run(self, idx, positions, mask=None, cache=None):
+        x = self.drop(self.wte(idx) + self.wpe(positions))
+        for block in self.blocks:
+            x = block(x, mask, cache)
+        return self.lm_head(self.ln_f(x))
+
+    def forward(self, idx, targets=None):
+        """Logits for right-padded sequences, and the mean cross-entropy over targets != -100."""
+        if idx.size(1) > self.cfg.block_size:
+            raise ValueError(f"sequence of {idx.size(1)} tokens exceeds block_size {self.cfg.block_size}")
+        logits = self._run(idx, torch.arange(idx.size(1), device=idx.device))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return logits, loss
+
+    def _step(self, idx, valid, cache: KVCache | None):
+        """Logits of the last position for a window of `idx`; `valid` marks real tokens from column 0."""
+        start = cache.pos if cache is not None else 0
+        end = start + idx.size(1)
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)[:, start:end]
+        query = torch.arange(start, end, device=idx.device)[:, None]
+        key = torch.arange(end, device=idx.device)[None, :]
+        # A padded query attends to itself only, so no row of the mask is empty (which would give NaN).
+        mask = ((key <= query) & valid[:, None, None, :end]) | (key == query)
+        logits = self._run(idx, positions, mask, cache)
+        if cache is not None:
+            cache.pos = end
+        return logits[:, -1]
+
+    @torch.no_grad()
+    def generate(self, prompt, prompt_mask, max_new_tokens: int, eos_id: int, pad_id: int = 0,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Greedy continuation of left-padded prompts, (batch, <= max_new_tokens); rows end with EOS or pad.
+
+        `use_cache=False` reruns the full forward pass for every token: the reference the cache must match.
+        """
+        b, p = prompt.shape
+        if p + max_new_tokens - 1 > self.cfg.block_size:
+            raise ValueError(f"prompt {p} + {max_new_tokens} new tokens exceed block_size {self.cfg.block_size}")
+        cache = None
+        if use_cache:
+            cache = KVCache(self.cfg, b, p + max_new_tokens, prompt.device, self.wte.weight.dtype)
+        valid, seq = prompt_mask.bool(), prompt
+        logits = self._step(prompt, valid, cache)
+        done = torch.zeros(b, dtype=torch.bool, device=prompt.device)
+        out = []
+        for _ in range(max_new_tokens):
+            token = logits.argmax(-1).masked_fill(done, pad_id)
+            out.append(token)
+            done |= token == eos_id
+            if done.all() or len(out) == max_new_tokens:
+                break
+            valid = torch.cat([valid, torch.ones(b, 1, dtype=torch.bool, device=valid.device)], 1)
+            if use_cache:
+                logits = self._step(token[:, None], valid, cache)
+            else:
+                seq = torch.cat([seq, token[:, None]], 1)
+                logits = self._step(seq, valid, None)
+        return torch.stack(out, 1)
+
+    def configure_optimizer(self, lr: float, weight_decay: float, betas=(0.9, 0.95)):
+        """AdamW with weight decay on matrices only (not biases, norms or embeddings' duplicates)."""
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        decay = [p for p in params.values() if p.dim() >= 2]
+        no_decay = [p for p in params.values() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)

@@ -1,0 +1,286 @@
+"""The string-rewrite task (one step of a Markov algorithm) and its dataset generator.
+
+An example is a rule x -> y (the instruction) and an input z; the output is z with the leftmost occurrence
+of x replaced by y, once; if x does not occur in z the output is z (a "no-op"). Training uses I distinct
+rules; the unseen test and validation rules never occur in training (nor their patterns under
+`holdout: patterns`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from instdiv.config import RewriteConfig, as_range
+from instdiv.errors import ConfigError, DataError
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+DATA_DIR = Path("data/rewrite")
+SPLITS = ("train", "valid_seen", "valid_unseen", "test_seen", "test_unseen")
+COLUMNS = ("instruction_id", "pattern", "replacement", "input", "output", "is_noop")
+SCHEMA = pa.schema([
+    ("instruction_id", pa.int32()),
+    ("pattern", pa.string()),
+    ("replacement", pa.string()),
+    ("input", pa.string()),
+    ("output", pa.string()),
+    ("is_noop", pa.bool_()),
+])
+# Below this many possible rules the generator enumerates them all instead of rejection sampling, so a
+# request close to the capacity still finishes quickly.
+_ENUMERATE_LIMIT = 4_000_000
+
+Rule = tuple[str, str]
+
+
+def apply_rule(pattern: str, replacement: str, text: str) -> str:
+    """Replace the leftmost occurrence of `pattern` in `text` by `replacement`, once."""
+    return text.replace(pattern, replacement, 1)
+
+
+def rule_capacity(cfg: RewriteConfig) -> int:
+    """How many distinct non-identity rules the alphabet and lengths allow."""
+    a = cfg.alphabet_size
+    plo, phi = as_range(cfg.pattern_length)
+    rlo, rhi = as_range(cfg.replacement_length)
+    return sum(a ** pl * a ** rl - (a ** pl if pl == rl else 0)
+               for pl in range(plo, phi + 1) for rl in range(rlo, rhi + 1))
+
+
+def pattern_capacity(cfg: RewriteConfig) -> int:
+    plo, phi = as_range(cfg.pattern_length)
+    return sum(cfg.alphabet_size ** pl for pl in range(plo, phi + 1))
+
+
+def check_feasible(cfg: RewriteConfig) -> None:
+    """Fail before any work when the lengths and alphabet cannot hold the rules requested."""
+    needed = cfg.n_instructions + 2 * cfg.n_unseen_instructions
+    capacity = rule_capacity(cfg)
+    if needed > capacity:
+        raise ConfigError(
+            f"rewrite: {cfg.n_instructions} training + 2 x {cfg.n_unseen_instructions} unseen (test and "
+            f"validation) = {needed} distinct rules requested, but alphabet_size={cfg.alphabet_size}, "
+            f"pattern_length={cfg.pattern_length}, replacement_length={cfg.replacement_length} allow only "
+            f"{capacity}; lower rewrite.n_instructions or rewrite.n_unseen_instructions, or enlarge the "
+            "alphabet or the lengths")
+    if cfg.holdout == "patterns" and 2 * cfg.n_unseen_instructions >= pattern_capacity(cfg):
+        raise ConfigError(
+            f"rewrite.holdout=patterns holds out the patterns of 2 x {cfg.n_unseen_instructions} unseen "
+            f"rules, but only {pattern_capacity(cfg)} patterns exist; lower rewrite.n_unseen_instructions, "
+            "use holdout: pairs, or lengthen rewrite.pattern_length")
+
+
+# ---------------------------------------------------------------------------------------------- rules
+
+def _strings(rng: np.random.Generator, n: int, lengths: np.ndarray, alphabet_size: int) -> list[str]:
+    """n random strings over the first `alphabet_size` letters with the given lengths."""
+    width = int(lengths.max()) if n else 0
+    codes = rng.integers(0, alphabet_size, size=(n, width), dtype=np.uint8) + ord("a")
+    flat = codes.tobytes().decode("ascii")
+    return [flat[i * width: i * width + length] for i, length in enumerate(lengths.tolist())]
+
+
+def _lengths(rng: np.random.Generator, n: int, spec) -> np.ndarray:
+    lo, hi = as_range(spec)
+    return rng.integers(lo, hi + 1, size=n)
+
+
+def _all_rules(cfg: RewriteConfig) -> list[Rule]:
+    letters = ALPHABET[: cfg.alphabet_size]
+
+    def words(spec):
+        lo, hi = as_range(spec)
+        return ["".join(w) for n in range(lo, hi + 1) for w in itertools.product(letters, repeat=n)]
+
+    reps = words(cfg.replacement_length)
+    return [(p, r) for p in words(cfg.pattern_length) for r in reps if p != r]
+
+
+def sample_rules(rng: np.random.Generator, n: int, cfg: RewriteConfig, taken: set[Rule],
+                 banned_patterns: frozenset[str] = frozenset()) -> list[Rule]:
+    """n distinct rules, none in `taken` nor using a banned pattern; adds them to `taken`."""
+    capacity = rule_capacity(cfg)
+    rules: list[Rule] = []
+    if capacity <= _ENUMERATE_LIMIT and 4 * (n + len(taken)) > capacity:
+        pool = _all_rules(cfg)
+        for i in rng.permutation(len(pool)).tolist():
+            rule = pool[i]
+            if rule not in taken and rule[0] not in banned_patterns:
+                rules.append(rule)
+                taken.add(rule)
+                if len(rules) == n:
+                    return rules
+    else:
+        stalls = 0
+        while len(rules) < n and stalls < 50:
+            batch = 2 * (n - len(rules)) + 16
+            pats = _strings(rng, batch, _lengths(rng, batch, cfg.pattern_length), cfg.alphabet_size)
+            reps = _strings(rng, batch, _lengths(rng, batch, cfg.replacement_length), cfg.alphabet_size)
+            before = len(rules)
+            for rule in zip(pats, reps):
+                if rule[0] != rule[1] and rule not in taken and rule[0] not in banned_patterns:
+                    rules.append(rule)
+                    taken.add(rule)
+                    if len(rules) == n:
+                        return rules
+            stalls = stalls + 1 if len(rules) == before else 0
+    raise ConfigError(f"rewrite: found only {len(rules)} of {n} distinct rules outside the held-out ones; "
+                      "lower rewrite.n_instructions or rewrite.n_unseen_instructions, or enlarge the "
+                      "alphabet or the lengths")
+
+
+# ------------------------------------------------------------------------------------------- examples
+
+def _inputs(rng: np.random.Generator, patterns: list[str], noop: np.ndarray, cfg: RewriteConfig) -> list[str]:
+    """Random inputs: op rows hold the pattern at a random place (maybe more than once), no-op rows not at all."""
+    n, length = len(patterns), cfg.input_length
+    texts = _strings(rng, n, np.full(n, length), cfg.alphabet_size)
+    starts = rng.integers(0, 1 << 30, size=n).tolist()
+    for i in np.flatnonzero(~noop).tolist():
+        p = patterns[i]
+        at = starts[i] % (length - len(p) + 1)
+        texts[i] = texts[i][:at] + p + texts[i][at + len(p):]
+    redo = [i for i in np.flatnonzero(noop).tolist() if patterns[i] in texts[i]]
+    for _ in range(200):
+        if not redo:
+            return texts
+        fresh = _strings(rng, len(redo), np.full(len(redo), length), cfg.alphabet_size)
+        for i, text in zip(redo, fresh):
+            texts[i] = text
+        redo = [i for i in redo if patterns[i] in texts[i]]
+    raise ConfigError(f"rewrite: cannot draw inputs of length {cfg.input_length} that avoid the patterns "
+                      f"(alphabet_size={cfg.alphabet_size}); lower rewrite.noop_share or enlarge the alphabet")
+
+
+def make_examples(rng: np.random.Generator, rules: list[Rule], ids: np.ndarray, counts: np.ndarray,
+                  cfg: RewriteConfig, avoid: set[tuple[int, str]] | None = None) -> pa.Table:
+    """counts[k] examples of rule k, an exact `noop_share` of them no-ops, shuffled.
+
+    `avoid` holds (instruction_id, input) pairs that must not recur, so seen-rule test inputs are new.
+    """
+    which = np.repeat(np.arange(len(rules)), counts)
+    n = len(which)
+    which = which[rng.permutation(n)]
+    noop = np.zeros(n, dtype=bool)
+    noop[rng.permutation(n)[: round(cfg.noop_share * n)]] = True
+    patterns = [rules[k][0] for k in which.tolist()]
+    replacements = [rules[k][1] for k in which.tolist()]
+    row_ids = ids[which]
+    texts = _inputs(rng, patterns, noop, cfg)
+    if avoid:
+        for _ in range(200):
+            clash = [i for i in range(n) if (int(row_ids[i]), texts[i]) in avoid]
+            if not clash:
+                break
+            fresh = _inputs(rng, [patterns[i] for i in clash], noop[clash], cfg)
+            for i, text in zip(clash, fresh):
+                texts[i] = text
+        else:
+            raise ConfigError("rewrite: too few distinct inputs per rule for new test inputs; lengthen "
+                              "rewrite.input_length or lower rewrite.n_test_examples")
+    outputs = [t.replace(p, r, 1) for t, p, r in zip(texts, patterns, replacements)]
+    return pa.table([pa.array(row_ids, pa.int32()), patterns, replacements, texts, outputs, noop],
+                    schema=SCHEMA)
+
+
+def split_counts(total: int, parts: int) -> np.ndarray:
+    """`total` spread over `parts` as evenly as possible (the first ones get the remainder)."""
+    counts = np.full(parts, total // parts)
+    counts[: total % parts] += 1
+    return counts
+
+
+def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
+    """All splits for a config; the same config gives the same tables."""
+    cfg.validate()
+    check_feasible(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    taken: set[Rule] = set()
+    u = cfg.n_unseen_instructions
+    # Unseen rules first, so that under holdout=patterns the training rules can avoid their patterns.
+    test_unseen_rules = sample_rules(rng, u, cfg, taken)
+    valid_unseen_rules = sample_rules(rng, u, cfg, taken)
+    banned = frozenset(p for p, _ in test_unseen_rules + valid_unseen_rules) if cfg.holdout == "patterns" \
+        else frozenset()
+    train_rules = sample_rules(rng, cfg.n_instructions, cfg, taken, banned)
+
+    i = cfg.n_instructions
+    train_ids = np.arange(i)
+    test_ids, valid_ids = np.arange(i, i + u), np.arange(i + u, i + 2 * u)
+    if cfg.examples_per_instruction is not None:
+        train_counts = np.full(i, cfg.examples_per_instruction)
+    else:
+        train_counts = split_counts(cfg.total_examples, i)
+    train = make_examples(rng, train_rules, train_ids, train_counts, cfg)
+    seen_inputs = set(zip(train.column("instruction_id").to_pylist(), train.column("input").to_pylist()))
+    tables = {"train": train}
+    tables["valid_seen"] = make_examples(rng, train_rules, train_ids, split_counts(cfg.n_valid_examples, i),
+                                         cfg, avoid=seen_inputs)
+    tables["valid_unseen"] = make_examples(rng, valid_unseen_rules, valid_ids,
+                                           split_counts(cfg.n_valid_examples, u), cfg)
+    tables["test_seen"] = make_examples(rng, train_rules, train_ids, split_counts(cfg.n_test_examples, i),
+                                        cfg, avoid=seen_inputs)
+    tables["test_unseen"] = make_examples(rng, test_unseen_rules, test_ids,
+                                          split_counts(cfg.n_test_examples, u), cfg)
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write(tables: dict[str, pa.Table], cfg: RewriteConfig, out_dir: Path = DATA_DIR) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, table in tables.items():
+        path = out_dir / f"{name}.parquet"
+        pq.write_table(table, path, compression="zstd")
+        files[name] = {"path": path.name, "rows": table.num_rows, "sha256": sha256(path)}
+    manifest = {"task": "rewrite", "params": dataclasses.asdict(cfg), "files": files,
+                "holdout": cfg.holdout}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(data_dir: Path = DATA_DIR) -> dict:
+    path = data_dir / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} not found; generate the data first: dvc repro generate") from None
+    except json.JSONDecodeError:
+        raise DataError(f"{path} is corrupt; regenerate it: dvc repro -f generate") from None
+
+
+def read_split(name: str, data_dir: Path = DATA_DIR, manifest: dict | None = None) -> pa.Table:
+    """Read one split, checking it against the manifest's SHA-256 so a corrupt or stale file stops here."""
+    path = data_dir / f"{name}.parquet"
+    if not path.is_file():
+        raise DataError(f"{path} not found; generate the data first: dvc repro generate")
+    if manifest is not None:
+        expected = manifest["files"].get(name, {}).get("sha256")
+        if expected != sha256(path):
+            raise DataError(f"{path} does not match the SHA-256 in {data_dir / 'manifest.json'} (corrupt or "
+                            "edited); regenerate it: dvc repro -f generate  (or dvc checkout)")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path} is not a readable Parquet file ({exc}); regenerate it: "
+                        "dvc repro -f generate") from None
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path} lacks the columns {missing}; regenerate it: dvc repro -f generate")
+    return table

@@ -1,0 +1,85 @@
+"""Character tokenizer and the sequence layout `pattern > replacement | input = output $`.
+
+Every character is one token. The vocabulary is fixed (all 26 letters whatever the alphabet size), so a
+model trained on one alphabet can be evaluated on another without remapping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from instdiv.config import RewriteConfig, as_range
+from instdiv.rewrite import ALPHABET
+
+PAD, EOS, ARROW, BAR, EQUALS = "_", "$", ">", "|", "="
+VOCAB = PAD + EOS + ARROW + BAR + EQUALS + ALPHABET
+PAD_ID, EOS_ID = 0, 1
+IGNORE = -100  # targets that take no loss (prompt and padding): cross_entropy's ignore_index
+
+_LUT = np.full(256, -1, dtype=np.int64)
+_LUT[np.frombuffer(VOCAB.encode("ascii"), dtype=np.uint8)] = np.arange(len(VOCAB))
+
+
+def prompt_text(pattern: str, replacement: str, text: str) -> str:
+    return f"{pattern}{ARROW}{replacement}{BAR}{text}{EQUALS}"
+
+
+def encode(text: str) -> list[int]:
+    return encode_padded([text], len(text))[0].tolist()
+
+
+def decode(ids) -> str:
+    """Text up to the first end-of-sequence token, padding dropped."""
+    chars = []
+    for i in (ids.tolist() if hasattr(ids, "tolist") else ids):
+        if i == EOS_ID:
+            break
+        if i != PAD_ID:
+            chars.append(VOCAB[i])
+    return "".join(chars)
+
+
+def encode_padded(texts: list[str], width: int, left: bool = False) -> np.ndarray:
+    """Token ids of many texts as one (n, width) array, padded on the right (or left) with PAD_ID."""
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    if len(texts) and lengths.max() > width:
+        raise ValueError(f"a text of {lengths.max()} characters does not fit in {width} tokens")
+    flat = _LUT[np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)]
+    if (flat < 0).any():
+        bad = sorted({c for t in texts for c in t if c not in VOCAB})
+        raise ValueError(f"characters outside the vocabulary: {bad}")
+    out = np.full((len(texts), width), PAD_ID, dtype=np.int64)
+    rows = np.repeat(np.arange(len(texts)), lengths)
+    starts = np.cumsum(lengths) - lengths
+    cols = np.arange(len(flat)) - np.repeat(starts, lengths)
+    if left:
+        cols += np.repeat(width - lengths, lengths)
+    out[rows, cols] = flat
+    return out
+
+
+def training_tensors(patterns, replacements, inputs, outputs, block_size: int) -> tuple[torch.Tensor, ...]:
+    """Inputs x and targets y of shape (n, block_size); y is IGNORE except on the output and its EOS."""
+    prompts = [prompt_text(p, r, t) for p, r, t in zip(patterns, replacements, inputs)]
+    full = [p + o + EOS for p, o in zip(prompts, outputs)]
+    ids = encode_padded(full, block_size + 1)
+    x, y = ids[:, :-1].copy(), ids[:, 1:].copy()
+    prompt_len = np.fromiter(map(len, prompts), dtype=np.int64, count=len(prompts))
+    positions = np.arange(block_size)[None, :]
+    y[(positions < prompt_len[:, None] - 1) | (y == PAD_ID)] = IGNORE
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def prompt_tensors(patterns, replacements, inputs, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompts (so every row ends where generation starts) and their non-padding mask."""
+    ids = encode_padded([prompt_text(p, r, t) for p, r, t in zip(patterns, replacements, inputs)], width,
+                        left=True)
+    ids = torch.from_numpy(ids)
+    return ids, ids != PAD_ID
+
+
+def sequence_lengths(cfg: RewriteConfig) -> tuple[int, int]:
+    """(prompt width, block size) for a RewriteConfig: the longest prompt, and prompt + output + EOS - 1."""
+    prompt = as_range(cfg.pattern_length)[1] + as_range(cfg.replacement_length)[1] + cfg.input_length + 3
+    return prompt, prompt + cfg.max_output_length

@@ -1,0 +1,266 @@
+"""Train the GPT on the rewrite data with Lightning, tracked in MLflow, resumable after an interruption.
+
+Checkpoints live under `checkpoints/<fingerprint>/`, keyed by the settings and the training data, outside
+DVC's outputs (which DVC deletes before rerunning a stage). A run killed half-way is resumed from its
+`last.ckpt` into the same MLflow run when the stage runs again with the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics import MeanMetric
+
+from instdiv import rewrite, tokenizer as tok
+from instdiv.config import ModelConfig, Params, RewriteConfig, TrainConfig
+from instdiv.evaluate import MODEL_PATH, TRAIN_INFO, EvalSet, exact_match
+from instdiv.model import GPT, GPTConfig
+from instdiv.tracking import artifact_location, flatten, git_commit, tracking_uri
+
+CURVES_DIR = Path("reports/plots")
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # our ProgressLine says what matters
+warnings.filterwarnings("ignore", message=".*(exists and is not empty|LeafSpec|dataloader is not resumable).*")
+VAL_SPLITS = ("seen", "unseen")
+MONITOR = "val/unseen_op_accuracy"
+
+
+class LitGPT(L.LightningModule):
+    """The GPT plus what training needs: loss, schedule, and seen/unseen accuracy on validation."""
+
+    def __init__(self, gpt: dict, train: dict, total_steps: int):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.model = GPT(GPTConfig(**gpt))
+        self.tcfg = TrainConfig(**train)
+        self.total_steps = total_steps
+        self.acc = torch.nn.ModuleDict({f"{split}_{kind}": MeanMetric() for split in VAL_SPLITS
+                                        for kind in ("accuracy", "op_accuracy", "noop_accuracy")})
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        _, loss = self.model(x.long(), y.long())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        prompts, mask, targets, noop = batch
+        correct = exact_match(self.model, prompts, mask, targets).float()
+        split = VAL_SPLITS[dataloader_idx]
+        self.acc[f"{split}_accuracy"].update(correct)
+        if (~noop).any():
+            self.acc[f"{split}_op_accuracy"].update(correct[~noop])
+        if noop.any():
+            self.acc[f"{split}_noop_accuracy"].update(correct[noop])
+
+    def on_validation_epoch_end(self):
+        for name, metric in self.acc.items():
+            if metric.update_called:
+                self.log(f"val/{name}", metric.compute(), prog_bar=name == "unseen_op_accuracy", sync_dist=False)
+            metric.reset()
+
+    def configure_optimizers(self):
+        opt = self.model.configure_optimizer(self.tcfg.lr, self.tcfg.weight_decay)
+        warmup = max(1, int(self.tcfg.warmup_frac * self.total_steps))
+
+        def factor(step: int) -> float:  # linear warmup, then linear decay to 0
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class ProgressLine(Callback):
+    """One readable line per validation, for logs where a progress bar is noise (DVC, CI, nohup)."""
+
+    def __init__(self, total_steps: int):
+        self.total, self.start = total_steps, time.time()
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        get = lambda k: float(m[k]) if k in m else float("nan")  # noqa: E731
+        print(f"step {trainer.global_step:>6}/{self.total}  loss {get('train/loss'):.4f}  "
+              f"seen {get('val/seen_accuracy'):.3f}  unseen-op {get('val/unseen_op_accuracy'):.3f}  "
+              f"unseen-noop {get('val/unseen_noop_accuracy'):.3f}  [{time.time() - self.start:.0f}s]", flush=True)
+
+
+def choose_precision(tcfg: TrainConfig, mcfg: ModelConfig) -> str:
+    """bf16 autocast where it was measured faster: GPUs, and CPUs from d_model 256 up (benchmarks/README.md)."""
+    if tcfg.precision != "auto":
+        return tcfg.precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if mcfg.d_model >= 256 else "32-true"
+
+
+def train_tensors(table, rcfg: RewriteConfig) -> TensorDataset:
+    d = table.to_pydict()
+    _, block = tok.sequence_lengths(rcfg)
+    x, y = tok.training_tensors(d["pattern"], d["replacement"], d["input"], d["output"], block)
+    # Narrow dtypes: the vocabulary fits a byte and 10^6 rows then take megabytes, not a gigabyte.
+    return TensorDataset(x.to(torch.uint8), y.to(torch.int16))
+
+
+def fingerprint(params: Params, manifest: dict) -> str:
+    """What determines a training run: model, training settings, the exact training data and the code."""
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py"))))
+    key = {"model": dataclasses.asdict(params.model), "train": dataclasses.asdict(params.train),
+           "data": manifest["files"]["train"]["sha256"], "code": code.hexdigest()}
+    for field in ("accelerator", "devices", "strategy", "checkpoint_dir"):  # where it runs, not what it learns
+        key["train"].pop(field)
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_trainer(tcfg: TrainConfig, mcfg: ModelConfig, total_steps: int, logger=False, callbacks=(),
+                  **overrides) -> L.Trainer:
+    kwargs = dict(
+        max_steps=total_steps, accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
+        precision=choose_precision(tcfg, mcfg), gradient_clip_val=tcfg.grad_clip or None,
+        val_check_interval=min(tcfg.val_every_steps, total_steps), check_val_every_n_epoch=None,
+        log_every_n_steps=min(50, tcfg.val_every_steps), logger=logger, callbacks=list(callbacks),
+        enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=sys.stderr.isatty(),
+    )
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def loaders(params: Params, manifest: dict, data_dir: Path = rewrite.DATA_DIR):
+    rcfg, tcfg = params.rewrite, params.train
+    train = train_tensors(rewrite.read_split("train", data_dir, manifest), rcfg)
+    gen = torch.Generator().manual_seed(tcfg.seed)
+    train_loader = DataLoader(train, batch_size=tcfg.batch_size, shuffle=True, drop_last=False, generator=gen)
+    val = [DataLoader(TensorDataset(*EvalSet.from_table(rewrite.read_split(f"valid_{s}", data_dir, manifest),
+                                                         rcfg).tensors()), batch_size=512)
+           for s in VAL_SPLITS]
+    return train_loader, val
+
+
+def train(params: Params, data_dir: Path = rewrite.DATA_DIR) -> dict:
+    """Train, resuming an interrupted run with the same settings; write models/ and the curves."""
+    rcfg, mcfg, tcfg = params.rewrite, params.model, params.train
+    manifest = rewrite.read_manifest(data_dir)
+    train_loader, val_loaders = loaders(params, manifest, data_dir)
+    total_steps = tcfg.total_steps(len(train_loader.dataset))
+    prompt_width, block = tok.sequence_lengths(rcfg)
+    gpt = GPTConfig.from_params(mcfg, vocab_size=len(tok.VOCAB), block_size=block)
+
+    fp = fingerprint(params, manifest)
+    ckpt_dir = Path(tcfg.checkpoint_dir) / fp
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    run_file, last = ckpt_dir / "run.json", ckpt_dir / "last.ckpt"
+    # Resume only an interrupted run; a finished one rerun (dvc repro -f) trains afresh in a new MLflow run.
+    state = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    resume = last.is_file() and "run_id" in state and not state.get("finished", False)
+
+    uri = tracking_uri(params.tracking)
+    run_id = state["run_id"] if resume else None
+    logger = MLFlowLogger(experiment_name=params.tracking.experiment, tracking_uri=uri, run_id=run_id,
+                          artifact_location=artifact_location(uri, params.tracking.experiment),
+                          run_name=f"rewrite-I{rcfg.n_instructions}-seed{tcfg.seed}",
+                          tags={"git_commit": git_commit(), "holdout": rcfg.holdout, "fingerprint": fp,
+                                **{f"data.{k}.sha256": v["sha256"] for k, v in manifest["files"].items()}})
+    run_id = logger.run_id
+    run_file.write_text(json.dumps({"run_id": run_id, "finished": False}) + "\n")
+    if not resume:
+        logger.log_hyperparams({**flatten(dataclasses.asdict(params)), "train.total_steps": total_steps,
+                                "train.precision_used": choose_precision(tcfg, mcfg)})
+        _log_datasets(uri, run_id, data_dir, manifest)
+
+    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    lit = LitGPT(dataclasses.asdict(gpt), dataclasses.asdict(tcfg), total_steps)
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_last=True,
+                           enable_version_counter=False)
+    trainer = build_trainer(tcfg, mcfg, total_steps, logger=logger,
+                            callbacks=[ckpt, ProgressLine(total_steps)])
+    print(f"training {lit.model.num_params():,} parameters for {total_steps} steps on "
+          f"{len(train_loader.dataset):,} examples ({trainer.precision}, {trainer.accelerator.__class__.__name__})"
+          + (f"; resuming {last}" if resume else ""), flush=True)
+    start = time.time()
+    trainer.fit(lit, train_loader, val_loaders, ckpt_path=str(last) if resume else None)
+    seconds = time.time() - start
+    if not trainer.is_global_zero:
+        return {}
+    run_file.write_text(json.dumps({"run_id": run_id, "finished": True}) + "\n")
+
+    best_path = ckpt.best_model_path or str(last)
+    best = LitGPT.load_from_checkpoint(best_path, map_location="cpu", weights_only=True).model
+    MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": dataclasses.asdict(gpt), "state_dict": best.state_dict()}, MODEL_PATH)
+    info = {"run_id": run_id, "tracking_uri_kind": uri.split(":")[0], "fingerprint": fp,
+            "steps": trainer.global_step, "best_checkpoint": Path(best_path).name,
+            "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+            "fit_seconds": round(seconds, 1), "parameters": best.num_params()}
+    TRAIN_INFO.write_text(json.dumps(info, indent=2) + "\n")
+    _write_curves(logger.experiment, run_id)
+    _log_model(uri, run_id, best)
+    return info
+
+
+def _log_datasets(uri: str, run_id: str, data_dir: Path, manifest: dict) -> None:
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MLflow's musings on source kinds and integer columns
+        for name, entry in manifest["files"].items():
+            df = rewrite.read_split(name, data_dir).to_pandas()
+            ds = mlflow.data.from_pandas(df, source=str((data_dir / entry["path"]).resolve()),
+                                         name=f"rewrite/{name}", digest=entry["sha256"][:16])
+            mlflow.log_input(ds, context="training" if name == "train" else name)
+
+
+class LogitsOnly(torch.nn.Module):
+    """The GPT as one tensor in, one tensor out: the form MLflow's pickle-free pt2 export takes."""
+
+    def __init__(self, gpt: GPT):
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(self, idx):
+        return self.gpt(idx)[0]
+
+
+def _log_model(uri: str, run_id: str, model: GPT) -> None:
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    t, v = model.cfg.block_size, model.cfg.vocab_size
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.int64), (-1, t))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, t, v))]))
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        mlflow.log_artifact(str(MODEL_PATH), "weights")
+        mlflow.pytorch.log_model(LogitsOnly(model.float().eval()), name="model", serialization_format="pt2",
+                                 input_example=np.zeros((2, t), dtype=np.int64), signature=signature,
+                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+
+def _write_curves(client, run_id: str) -> None:
+    """DVC plot data from the run's own metric history, so a resumed run still has its whole curve."""
+    import pandas as pd
+
+    CURVES_DIR.mkdir(parents=True, exist_ok=True)
+    val = {}
+    for key in ("seen_accuracy", "unseen_accuracy", "unseen_op_accuracy", "unseen_noop_accuracy"):
+        for m in client.get_metric_history(run_id, f"val/{key}"):
+            val.setdefault(m.step, {"step": m.step})[key] = m.value
+    pd.DataFrame(sorted(val.values(), key=lambda r: r["step"])).to_csv(CURVES_DIR / "val_accuracy.csv",
+                                                                       index=False)
+    loss = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss"))
+    pd.DataFrame(loss, columns=["step", "loss"]).to_csv(CURVES_DIR / "train_loss.csv", index=False)

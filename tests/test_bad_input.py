@@ -1,0 +1,114 @@
+"""Every wrong or impossible setting, and every missing or corrupt file, stops with one message that names
+the parameter or file and the fix: no traceback, before any long work, nothing produced is lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from instdiv.config import load_params, params_from_dict
+from instdiv.errors import ConfigError
+
+from conftest import write_params
+
+
+def with_(tiny, section, key, value):
+    tiny[section][key] = value
+    return tiny
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("rewrite", "n_instructions", 0, "rewrite.n_instructions=0 must be positive"),
+    ("rewrite", "total_examples", -5, "rewrite.total_examples=-5 must be positive"),
+    ("rewrite", "n_unseen_instructions", 0, "rewrite.n_unseen_instructions=0 must be positive"),
+    ("rewrite", "input_length", 0, "rewrite.input_length=0 must be positive"),
+    ("rewrite", "noop_share", 1.5, r"rewrite.noop_share=1.5 is outside \[0, 1\]"),
+    ("rewrite", "noop_share", -0.1, r"rewrite.noop_share=-0.1 is outside \[0, 1\]"),
+    ("rewrite", "pattern_length", 7, "pattern_length=7 is longer than rewrite.input_length=6"),
+    ("rewrite", "pattern_length", [3, 2], "min <= max"),
+    ("rewrite", "alphabet_size", 27, "between 1 and 26"),
+    ("rewrite", "holdout", "rules", "rewrite.holdout='rules' has the wrong type: expected one of 'pairs', 'patterns'"),
+    ("rewrite", "examples_per_instruction", 10, "exactly one of examples_per_instruction"),
+    ("rewrite", "total_examples", 10, "every instruction needs at least one example"),
+    ("rewrite", "seed", "zero", "rewrite.seed='zero' has the wrong type: expected int"),
+    ("model", "d_model", 33, "not divisible by model.n_head"),
+    ("model", "dropout", 1.0, "model.dropout"),
+    ("train", "lr", 0, "train.lr=0 must be a positive number"),
+    ("train", "batch_size", 0, "train.batch_size=0 must be positive"),
+    ("train", "warmup_frac", 1.2, "train.warmup_frac"),
+    ("train", "precision", "fp8", "train.precision='fp8' has the wrong type"),
+    ("evaluate", "batch_size", -1, "evaluate.batch_size=-1 must be positive"),
+])
+def test_wrong_parameter_names_key(tiny, section, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict(with_(tiny, section, key, value))
+
+
+def test_unknown_key_suggests_the_right_one(tiny):
+    tiny["rewrite"]["n_instruction"] = tiny["rewrite"].pop("n_instructions")
+    with pytest.raises(ConfigError, match="unknown key 'n_instruction'; did you mean 'n_instructions'"):
+        params_from_dict(tiny)
+
+
+def test_missing_key_and_section(tiny):
+    del tiny["train"]["lr"]
+    with pytest.raises(ConfigError, match="train.lr is missing; add it to params.yaml"):
+        params_from_dict(tiny)
+    del tiny["model"]
+    with pytest.raises(ConfigError, match="section 'model' is missing"):
+        params_from_dict(tiny)
+
+
+def test_missing_and_broken_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="parameter file not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("rewrite: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "instdiv", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_too_many_rules_stop_the_generate_stage(tiny, in_tmp):
+    tiny["rewrite"].update(alphabet_size=2, pattern_length=2, replacement_length=2)  # 4 x 4 - 4 = 12 rules
+    write_params(in_tmp / "params.yaml", tiny)
+    out = run_cli("generate", cwd=in_tmp)
+    assert out.returncode == 2
+    assert "allow only 12" in out.stderr and "lower rewrite.n_instructions" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (in_tmp / "data").exists()
+
+
+def test_missing_and_corrupt_data_files_are_named(tiny, in_tmp):
+    write_params(in_tmp / "params.yaml", tiny)
+    out = run_cli("train", cwd=in_tmp)
+    assert out.returncode == 2 and "data/rewrite/manifest.json not found" in out.stderr
+    assert "dvc repro generate" in out.stderr and "Traceback" not in out.stderr
+
+    assert run_cli("generate", cwd=in_tmp).returncode == 0
+    train = in_tmp / "data/rewrite/train.parquet"
+    train.write_bytes(train.read_bytes()[:200])  # truncated, as by a full disk
+    out = run_cli("train", cwd=in_tmp)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "data/rewrite/train.parquet does not match the SHA-256" in out.stderr
+    assert not (in_tmp / "models").exists()  # stopped before training
+
+    (in_tmp / "data/rewrite/test_unseen.parquet").unlink()
+    out = run_cli("evaluate", cwd=in_tmp)
+    assert out.returncode == 2 and "data/rewrite/test_unseen.parquet not found" in out.stderr
+
+
+def test_unreadable_parquet_is_named(tiny, in_tmp):
+    from instdiv import rewrite
+    from instdiv.errors import DataError
+
+    write_params(in_tmp / "params.yaml", tiny)
+    assert run_cli("generate", cwd=in_tmp).returncode == 0
+    (in_tmp / "data/rewrite/valid_seen.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="valid_seen.parquet is not a readable Parquet file"):
+        rewrite.read_split("valid_seen")

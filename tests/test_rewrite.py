@@ -1,0 +1,128 @@
+"""The rewrite task's semantics and the generator's guarantees: exact outputs, disjoint unseen rules,
+exact counts and shares, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from instdiv import rewrite
+from instdiv.config import RewriteConfig
+from instdiv.errors import ConfigError
+
+from conftest import TINY
+
+
+@pytest.mark.parametrize("pattern,replacement,text,expected", [
+    ("aa", "bac", "caaba", "cbacba"),  # the paper's examples
+    ("iss", "art", "mississippi", "martissippi"),
+    ("iss", "art", "canada", "canada"),  # no-op: pattern absent
+    ("ab", "x", "abab", "xab"),  # several occurrences: only the leftmost
+    ("aa", "b", "aaaa", "baa"),  # overlapping occurrences: leftmost, once
+    ("aba", "c", "ababa", "cba"),  # overlapping: the one starting first wins
+    ("ab", "cd", "abcd", "cdcd"),  # at the start
+    ("cd", "x", "abcd", "abx"),  # at the end
+    ("abcd", "e", "abcd", "e"),  # the whole input
+    ("b", "bb", "abc", "abbc"),  # replacement contains the pattern: still once
+])
+def test_apply_rule_hand_made(pattern, replacement, text, expected):
+    assert rewrite.apply_rule(pattern, replacement, text) == expected
+
+
+def cfg(**overrides) -> RewriteConfig:
+    return dataclasses.replace(RewriteConfig(**TINY["rewrite"]), **overrides)
+
+
+def rules(table) -> set[tuple[str, str]]:
+    return set(zip(table.column("pattern").to_pylist(), table.column("replacement").to_pylist()))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"pattern_length": [1, 3], "replacement_length": [1, 4]},
+                                       {"holdout": "patterns"}, {"noop_share": 0.5}])
+def test_every_row_obeys_the_rule(overrides):
+    c = cfg(**overrides)
+    for name, table in rewrite.generate(c).items():
+        d = table.to_pydict()
+        for p, r, x, y, noop in zip(d["pattern"], d["replacement"], d["input"], d["output"], d["is_noop"]):
+            assert y == rewrite.apply_rule(p, r, x), name
+            assert noop == (p not in x), name
+            assert len(x) == c.input_length and p != r
+        assert sum(d["is_noop"]) == round(c.noop_share * table.num_rows), name
+
+
+def test_op_inputs_may_hold_the_pattern_more_than_once():
+    d = rewrite.generate(cfg(alphabet_size=2, pattern_length=1, replacement_length=2,
+                             n_unseen_instructions=1, n_instructions=2, noop_share=0.0))["train"].to_pydict()
+    assert any(x.count(p) > 1 for p, x in zip(d["pattern"], d["input"]))
+
+
+@pytest.mark.parametrize("holdout", ["pairs", "patterns"])
+def test_unseen_rules_are_disjoint_from_training(holdout):
+    t = rewrite.generate(cfg(holdout=holdout))
+    train = rules(t["train"])
+    assert len(train) == TINY["rewrite"]["n_instructions"]
+    assert rules(t["test_seen"]) <= train and rules(t["valid_seen"]) <= train
+    for split in ("test_unseen", "valid_unseen"):
+        assert not rules(t[split]) & train
+        assert len(rules(t[split])) == TINY["rewrite"]["n_unseen_instructions"]
+    assert not rules(t["test_unseen"]) & rules(t["valid_unseen"])
+    train_patterns = {p for p, _ in train}
+    unseen_patterns = {p for p, _ in rules(t["test_unseen"]) | rules(t["valid_unseen"])}
+    if holdout == "patterns":
+        assert not train_patterns & unseen_patterns
+    ids = [set(t[s].column("instruction_id").to_pylist()) for s in ("train", "test_unseen", "valid_unseen")]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+
+
+def test_seen_test_inputs_are_new():
+    t = rewrite.generate(cfg())
+    train = set(zip(t["train"].column("instruction_id").to_pylist(), t["train"].column("input").to_pylist()))
+    for split in ("test_seen", "valid_seen"):
+        pairs = zip(t[split].column("instruction_id").to_pylist(), t[split].column("input").to_pylist())
+        assert not set(pairs) & train
+
+
+def test_examples_per_instruction_and_budget():
+    t = rewrite.generate(cfg(total_examples=None, examples_per_instruction=7))["train"]
+    counts = np.bincount(t.column("instruction_id").to_numpy())
+    assert t.num_rows == 32 * 7 and set(counts.tolist()) == {7}
+    t = rewrite.generate(cfg(total_examples=100))["train"]  # N not divisible by I: spread evenly
+    counts = np.bincount(t.column("instruction_id").to_numpy(), minlength=32)
+    assert t.num_rows == 100 and counts.max() - counts.min() <= 1
+
+
+def test_same_seed_gives_identical_files(tmp_path):
+    c = cfg()
+    a = rewrite.write(rewrite.generate(c), c, tmp_path / "a")
+    b = rewrite.write(rewrite.generate(c), c, tmp_path / "b")
+    assert a == b
+    for name in rewrite.SPLITS:
+        assert (tmp_path / "a" / f"{name}.parquet").read_bytes() == (tmp_path / "b" / f"{name}.parquet").read_bytes()
+    other = rewrite.write(rewrite.generate(cfg(seed=1)), c, tmp_path / "c")
+    assert other["files"]["train"]["sha256"] != a["files"]["train"]["sha256"]
+
+
+def test_manifest_records_params_rows_and_hashes(tmp_path):
+    c = cfg()
+    rewrite.write(rewrite.generate(c), c, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["params"] == dataclasses.asdict(c)
+    for name in rewrite.SPLITS:
+        entry = manifest["files"][name]
+        assert entry["rows"] == pq.read_metadata(tmp_path / entry["path"]).num_rows
+        assert entry["sha256"] == rewrite.sha256(tmp_path / entry["path"])
+        assert set(rewrite.COLUMNS) <= set(pq.read_schema(tmp_path / entry["path"]).names)
+
+
+def test_capacity_is_exact_and_enforced():
+    c = cfg(alphabet_size=3, pattern_length=2, replacement_length=1)
+    assert rewrite.rule_capacity(c) == 9 * 3  # 9 patterns x 3 replacements, no identities at these lengths
+    assert rewrite.rule_capacity(cfg(alphabet_size=2, pattern_length=1, replacement_length=1)) == 2
+    ok = dataclasses.replace(c, n_instructions=27 - 2 * 3, n_unseen_instructions=3, total_examples=100)
+    assert len(rules(rewrite.generate(ok)["train"])) == 21  # the whole space, by enumeration
+    with pytest.raises(ConfigError, match="n_instructions"):
+        rewrite.generate(dataclasses.replace(ok, n_instructions=22))
