@@ -56,7 +56,8 @@ def test_every_row_obeys_the_rule(overrides):
 
 def test_op_inputs_may_hold_the_pattern_more_than_once():
     d = rewrite.generate(cfg(alphabet_size=2, pattern_length=1, replacement_length=2,
-                             n_unseen_instructions=1, n_instructions=2, noop_share=0.0))["train"].to_pydict()
+                             n_unseen_instructions=1, n_instructions=2, noop_share=0.0, total_examples=20,
+                             n_test_examples=4, n_valid_examples=4))["train"].to_pydict()
     assert any(x.count(p) > 1 for p, x in zip(d["pattern"], d["input"]))
 
 

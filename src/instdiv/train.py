@@ -116,6 +116,11 @@ def train_tensors(table, rcfg: RewriteConfig) -> TensorDataset:
     return TensorDataset(x.to(torch.uint8), y.to(torch.int16))
 
 
+def gpt_config(params: Params) -> GPTConfig:
+    return GPTConfig.from_params(params.model, vocab_size=len(tok.VOCAB),
+                                 block_size=tok.sequence_lengths(params.rewrite)[1])
+
+
 def fingerprint(params: Params, manifest: dict) -> str:
     """What determines a training run: model, training settings, the exact training data and the code."""
     code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py"))))
@@ -156,8 +161,7 @@ def train(params: Params, data_dir: Path = rewrite.DATA_DIR) -> dict:
     manifest = rewrite.read_manifest(data_dir)
     train_loader, val_loaders = loaders(params, manifest, data_dir)
     total_steps = tcfg.total_steps(len(train_loader.dataset))
-    prompt_width, block = tok.sequence_lengths(rcfg)
-    gpt = GPTConfig.from_params(mcfg, vocab_size=len(tok.VOCAB), block_size=block)
+    gpt = gpt_config(params)
 
     fp = fingerprint(params, manifest)
     ckpt_dir = Path(tcfg.checkpoint_dir) / fp
@@ -183,10 +187,12 @@ def train(params: Params, data_dir: Path = rewrite.DATA_DIR) -> dict:
 
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     lit = LitGPT(dataclasses.asdict(gpt), dataclasses.asdict(tcfg), total_steps)
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_last=True,
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max",
                            enable_version_counter=False)
+    # A separate callback for "last": save_last only writes when the best one improved.
+    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
     trainer = build_trainer(tcfg, mcfg, total_steps, logger=logger,
-                            callbacks=[ckpt, ProgressLine(total_steps)])
+                            callbacks=[ckpt, latest, ProgressLine(total_steps)])
     print(f"training {lit.model.num_params():,} parameters for {total_steps} steps on "
           f"{len(train_loader.dataset):,} examples ({trainer.precision}, {trainer.accelerator.__class__.__name__})"
           + (f"; resuming {last}" if resume else ""), flush=True)
