@@ -1,0 +1,155 @@
+"""Rerunnable speed benchmarks; figures are recorded in benchmarks/README.md.
+
+    python benchmarks/bench.py [--quick] [--only generator,lightning,kvcache,precision] [--json out.json]
+
+Ratios are measured side by side in one process, alternating the contenders, so a noisy shared machine
+slows both alike. Each figure is the median of several repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+
+import lightning as L
+import torch
+
+from instdiv import rewrite, tokenizer as tok
+from instdiv.config import ModelConfig, RewriteConfig, TrainConfig
+from instdiv.evaluate import EvalSet
+from instdiv.model import GPT, GPTConfig
+from instdiv.train import LitGPT, build_trainer, train_tensors
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_generator(quick: bool) -> dict:
+    n = 100_000 if quick else 1_000_000
+    cfg = RewriteConfig(total_examples=n, n_instructions=1024)
+    seconds = statistics.median(timed(lambda: rewrite.generate(cfg)) for _ in range(3))
+    return {"examples": n, "seconds": round(seconds, 2), "examples_per_s": round(n / seconds)}
+
+
+def _setup(d_model: int, n_layer: int = 4, batch: int = 64):
+    rcfg = RewriteConfig(total_examples=20_000, n_instructions=512)
+    data = train_tensors(rewrite.generate(rcfg)["train"], rcfg)
+    gpt = GPTConfig.from_params(ModelConfig(n_layer=n_layer, d_model=d_model), len(tok.VOCAB),
+                                tok.sequence_lengths(rcfg)[1])
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    return gpt, loader
+
+
+def _bare_loop(gpt: GPTConfig, loader, tcfg: TrainConfig, steps: int, precision: str) -> float:
+    """The same model, data, optimizer, schedule and clipping as LitGPT, with no framework."""
+    torch.manual_seed(0)
+    lit = LitGPT(dataclasses.asdict(gpt), dataclasses.asdict(tcfg), steps)
+    opt_cfg = lit.configure_optimizers()
+    opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
+    model = lit.model.train()
+    it = iter(loader)
+    start = time.perf_counter()
+    for _ in range(steps):
+        try:
+            x, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            x, y = next(it)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            _, loss = model(x.long(), y.long())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        sched.step()
+    return time.perf_counter() - start
+
+
+def _lightning(gpt: GPTConfig, loader, tcfg: TrainConfig, steps: int, precision: str) -> float:
+    torch.manual_seed(0)
+    lit = LitGPT(dataclasses.asdict(gpt), dataclasses.asdict(tcfg), steps)
+    tcfg = dataclasses.replace(tcfg, precision=precision, accelerator="cpu", devices=1)
+    trainer = build_trainer(tcfg, ModelConfig(d_model=gpt.d_model), steps, enable_checkpointing=False,
+                            limit_val_batches=0, enable_progress_bar=False)
+    start = time.perf_counter()
+    trainer.fit(lit, loader)
+    return time.perf_counter() - start
+
+
+def bench_lightning(quick: bool) -> dict:
+    steps, repeats = (60, 2) if quick else (300, 3)
+    gpt, loader = _setup(64)
+    tokens = steps * loader.batch_size * gpt.block_size
+    tcfg = TrainConfig()
+    bare, lit = [], []
+    for _ in range(repeats):  # alternate, so both see the same machine load
+        bare.append(_bare_loop(gpt, loader, tcfg, steps, "32-true"))
+        lit.append(_lightning(gpt, loader, tcfg, steps, "32-true"))
+    b, li = statistics.median(bare), statistics.median(lit)
+    return {"steps": steps, "bare_tokens_per_s": round(tokens / b), "lightning_tokens_per_s": round(tokens / li),
+            "lightning_over_bare": round(b / li, 3)}
+
+
+def bench_precision(quick: bool) -> dict:
+    """fp32 against bf16 autocast on this machine's CPU, per model width (what train.precision=auto uses)."""
+    steps = 20 if quick else 60
+    out = {}
+    for d in (64, 256):
+        gpt, loader = _setup(d)
+        tcfg = TrainConfig()
+        fp32, bf16 = [], []
+        for _ in range(2 if quick else 3):
+            fp32.append(_bare_loop(gpt, loader, tcfg, steps, "32-true"))
+            bf16.append(_bare_loop(gpt, loader, tcfg, steps, "bf16-mixed"))
+        out[f"d{d}_bf16_speedup"] = round(statistics.median(fp32) / statistics.median(bf16), 2)
+    return out
+
+
+@torch.no_grad()
+def bench_kvcache(quick: bool) -> dict:
+    cfg = RewriteConfig(n_instructions=512, total_examples=512, n_test_examples=512)
+    es = EvalSet.from_table(rewrite.generate(cfg)["test_unseen"], cfg)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_params(ModelConfig(), len(tok.VOCAB), tok.sequence_lengths(cfg)[1])).eval()
+    n = es.targets.size(1)
+    # An untrained model rarely emits EOS, so both decode all n tokens: the fair worst case for each.
+    cached, plain = [], []
+    for _ in range(2 if quick else 5):
+        cached.append(timed(lambda: model.generate(es.prompts, es.mask, n, tok.EOS_ID)))
+        plain.append(timed(lambda: model.generate(es.prompts, es.mask, n, tok.EOS_ID, use_cache=False)))
+    c, p = statistics.median(cached), statistics.median(plain)
+    rows = len(es.prompts)
+    return {"batch": rows, "new_tokens": n, "cached_seq_per_s": round(rows / c), "plain_seq_per_s": round(rows / p),
+            "speedup": round(p / c, 2)}
+
+
+BENCHES = {"generator": bench_generator, "lightning": bench_lightning, "kvcache": bench_kvcache,
+           "precision": bench_precision}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes: checks the script, not the speed")
+    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ", ".join(BENCHES))
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    L.seed_everything(0, verbose=False)
+    results = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+               "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    for name in args.only.split(","):
+        results[name] = BENCHES[name](args.quick)
+        print(f"{name}: {json.dumps(results[name])}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
