@@ -25,7 +25,7 @@ def tiny_data(tiny, in_tmp):
 
 def test_fast_dev_run_on_cpu(tiny_data):
     p = tiny_data
-    train_loader, val_loaders = train_mod.loaders(p, rewrite.read_manifest())
+    train_loader, val_loaders = train_mod.loaders(p, train_mod.read_tables()[0])
     lit = train_mod.LitGPT(dataclasses.asdict(train_mod.gpt_config(p)), vars(p.train), total_steps=10)
     trainer = train_mod.build_trainer(p.train, p.model, 10, fast_dev_run=True)
     trainer.fit(lit, train_loader, val_loaders)

@@ -88,32 +88,41 @@ def load_model(path: Path = MODEL_PATH, device="cpu") -> GPT:
     return model.to(device).eval()
 
 
-def evaluate(rcfg: RewriteConfig, ecfg: EvaluateConfig, uri: str | None = None) -> dict:
-    """Score the trained model on test_seen and test_unseen; write metrics and a sample of predictions."""
+def score(model: GPT, tables: dict[str, pa.Table], cfg: RewriteConfig, batch_size: int, device,
+          n_samples: int = 0):
+    """Metrics `<split>_accuracy`, `<split>_op_accuracy`, `<split>_noop_accuracy` for each table, and a
+    sample of `n_samples` predictions per table."""
     import pandas as pd
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    manifest = rewrite.read_manifest()
-    tables = {name: rewrite.read_split(f"test_{name}", manifest=manifest) for name in ("seen", "unseen")}
-    model = load_model(device=device)
     metrics, samples = {}, []
     rng = np.random.default_rng(0)
     for name, table in tables.items():
-        es = EvalSet.from_table(table, rcfg)
-        pred = predict(model, es, ecfg.batch_size, device)
+        es = EvalSet.from_table(table, cfg)
+        pred = predict(model, es, batch_size, device)
         correct = (pred == es.targets).all(1)
         for key, value in accuracies(correct, es.is_noop).items():
             metrics[f"{name}_{key}"] = value
         metrics[f"{name}_examples"] = len(correct)
-        pick = np.sort(rng.permutation(len(correct))[: ecfg.n_samples])
-        sub = table.take(pa.array(pick)).to_pandas()
-        sub.insert(0, "split", f"test_{name}")
-        sub["predicted"] = [tok.decode(pred[i]) for i in pick.tolist()]
-        sub["correct"] = correct[pick].numpy()
-        samples.append(sub)
+        if n_samples:
+            pick = np.sort(rng.permutation(len(correct))[:n_samples])
+            sub = table.take(pa.array(pick)).to_pandas()
+            sub.insert(0, "split", name)
+            sub["predicted"] = [tok.decode(pred[i]) for i in pick.tolist()]
+            sub["correct"] = correct[pick].numpy()
+            samples.append(sub)
+    return metrics, (pd.concat(samples) if samples else pd.DataFrame())
+
+
+def evaluate(rcfg: RewriteConfig, ecfg: EvaluateConfig, uri: str | None = None) -> dict:
+    """The `evaluate` stage: score test_seen and test_unseen; write metrics and a sample of predictions."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    manifest = rewrite.read_manifest()
+    tables = {name: rewrite.read_split(f"test_{name}", manifest=manifest) for name in ("seen", "unseen")}
+    model = load_model(device=device)
+    metrics, samples = score(model, tables, rcfg, ecfg.batch_size, device, ecfg.n_samples)
     METRICS_PATH.parent.mkdir(parents=True, exist_ok=True)
     METRICS_PATH.write_text(json.dumps(metrics, indent=2) + "\n")
-    pd.concat(samples).to_csv(PREDICTIONS_PATH, index=False)
+    samples.to_csv(PREDICTIONS_PATH, index=False)
     if uri is not None:
         _log_to_run(uri, metrics)
     return metrics

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import pyarrow as pa
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
@@ -144,36 +145,76 @@ def build_trainer(tcfg: TrainConfig, mcfg: ModelConfig, total_steps: int, logger
     return L.Trainer(**kwargs)
 
 
-def loaders(params: Params, manifest: dict, data_dir: Path = rewrite.DATA_DIR):
+def loaders(params: Params, tables: dict[str, pa.Table]):
     rcfg, tcfg = params.rewrite, params.train
-    train = train_tensors(rewrite.read_split("train", data_dir, manifest), rcfg)
+    train = train_tensors(tables["train"], rcfg)
     gen = torch.Generator().manual_seed(tcfg.seed)
     train_loader = DataLoader(train, batch_size=tcfg.batch_size, shuffle=True, drop_last=False, generator=gen)
-    val = [DataLoader(TensorDataset(*EvalSet.from_table(rewrite.read_split(f"valid_{s}", data_dir, manifest),
-                                                         rcfg).tensors()), batch_size=512)
+    val = [DataLoader(TensorDataset(*EvalSet.from_table(tables[f"valid_{s}"], rcfg).tensors()), batch_size=512)
            for s in VAL_SPLITS]
     return train_loader, val
 
 
-def train(params: Params, data_dir: Path = rewrite.DATA_DIR) -> dict:
-    """Train, resuming an interrupted run with the same settings; write models/ and the curves."""
-    rcfg, mcfg, tcfg = params.rewrite, params.model, params.train
+def read_tables(data_dir: Path = rewrite.DATA_DIR) -> tuple[dict[str, pa.Table], dict]:
+    """Every split, each checked against the manifest's SHA-256: a corrupt file stops here, not mid-run."""
     manifest = rewrite.read_manifest(data_dir)
-    train_loader, val_loaders = loaders(params, manifest, data_dir)
+    return {name: rewrite.read_split(name, data_dir, manifest) for name in rewrite.SPLITS}, manifest
+
+
+def fit(params: Params, tables: dict[str, pa.Table], logger, ckpt_dir: Path, resume: bool = False,
+        callbacks=(), verbose: bool = True) -> tuple[GPT | None, dict]:
+    """Train on in-memory tables; return the best model (None off rank zero) and what happened.
+
+    Used by the `train` stage and by every sweep trial. `ckpt_dir` holds best.ckpt and last.ckpt; with
+    `resume`, training continues from last.ckpt.
+    """
+    mcfg, tcfg = params.model, params.train
+    train_loader, val_loaders = loaders(params, tables)
     total_steps = tcfg.total_steps(len(train_loader.dataset))
     gpt = gpt_config(params)
+    last = ckpt_dir / "last.ckpt"
+    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    lit = LitGPT(dataclasses.asdict(gpt), dataclasses.asdict(tcfg), total_steps)
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max",
+                           enable_version_counter=False)
+    # A separate callback for "last": save_last only writes when the best one improved.
+    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
+    progress = [ProgressLine(total_steps)] if verbose else []
+    trainer = build_trainer(tcfg, mcfg, total_steps, logger=logger,
+                            callbacks=[ckpt, latest, *progress, *callbacks])
+    if verbose:
+        print(f"training {lit.model.num_params():,} parameters for {total_steps} steps on "
+              f"{len(train_loader.dataset):,} examples ({trainer.precision}, "
+              f"{trainer.accelerator.__class__.__name__})" + (f"; resuming {last}" if resume else ""), flush=True)
+    start = time.time()
+    trainer.fit(lit, train_loader, val_loaders, ckpt_path=str(last) if resume else None)
+    info = {"steps": trainer.global_step, "total_steps": total_steps,
+            "fit_seconds": round(time.time() - start, 1),
+            "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+            "precision": str(trainer.precision)}
+    if not trainer.is_global_zero:
+        return None, info
+    best_path = ckpt.best_model_path or str(last)
+    best = LitGPT.load_from_checkpoint(best_path, map_location="cpu", weights_only=True).model
+    info.update(best_checkpoint=Path(best_path).name, parameters=best.num_params())
+    return best, info
 
+
+def train(params: Params, data_dir: Path = rewrite.DATA_DIR) -> dict:
+    """The `train` stage: resume an interrupted run with the same settings; write models/ and the curves."""
+    rcfg, mcfg, tcfg = params.rewrite, params.model, params.train
+    tables, manifest = read_tables(data_dir)
     fp = fingerprint(params, manifest)
     ckpt_dir = Path(tcfg.checkpoint_dir) / fp
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    run_file, last = ckpt_dir / "run.json", ckpt_dir / "last.ckpt"
+    run_file = ckpt_dir / "run.json"
     # Resume only an interrupted run; a finished one rerun (dvc repro -f) trains afresh in a new MLflow run.
     state = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    resume = last.is_file() and "run_id" in state and not state.get("finished", False)
+    resume = (ckpt_dir / "last.ckpt").is_file() and "run_id" in state and not state.get("finished", False)
 
     uri = tracking_uri(params.tracking)
-    run_id = state["run_id"] if resume else None
-    logger = MLFlowLogger(experiment_name=params.tracking.experiment, tracking_uri=uri, run_id=run_id,
+    logger = MLFlowLogger(experiment_name=params.tracking.experiment, tracking_uri=uri,
+                          run_id=state["run_id"] if resume else None,
                           artifact_location=artifact_location(uri, params.tracking.experiment),
                           run_name=f"rewrite-I{rcfg.n_instructions}-seed{tcfg.seed}",
                           tags={"git_commit": git_commit(), "holdout": rcfg.holdout, "fingerprint": fp,
@@ -181,51 +222,35 @@ def train(params: Params, data_dir: Path = rewrite.DATA_DIR) -> dict:
     run_id = logger.run_id
     run_file.write_text(json.dumps({"run_id": run_id, "finished": False}) + "\n")
     if not resume:
-        logger.log_hyperparams({**flatten(dataclasses.asdict(params)), "train.total_steps": total_steps,
+        logger.log_hyperparams({**flatten(dataclasses.asdict(params)),
+                                "train.total_steps": tcfg.total_steps(tables["train"].num_rows),
                                 "train.precision_used": choose_precision(tcfg, mcfg)})
-        _log_datasets(uri, run_id, data_dir, manifest)
+        log_datasets(run_id, tables, {k: v["sha256"] for k, v in manifest["files"].items()}, data_dir)
 
-    L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    lit = LitGPT(dataclasses.asdict(gpt), dataclasses.asdict(tcfg), total_steps)
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max",
-                           enable_version_counter=False)
-    # A separate callback for "last": save_last only writes when the best one improved.
-    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
-    trainer = build_trainer(tcfg, mcfg, total_steps, logger=logger,
-                            callbacks=[ckpt, latest, ProgressLine(total_steps)])
-    print(f"training {lit.model.num_params():,} parameters for {total_steps} steps on "
-          f"{len(train_loader.dataset):,} examples ({trainer.precision}, {trainer.accelerator.__class__.__name__})"
-          + (f"; resuming {last}" if resume else ""), flush=True)
-    start = time.time()
-    trainer.fit(lit, train_loader, val_loaders, ckpt_path=str(last) if resume else None)
-    seconds = time.time() - start
-    if not trainer.is_global_zero:
+    best, info = fit(params, tables, logger, ckpt_dir, resume)
+    if best is None:
         return {}
     run_file.write_text(json.dumps({"run_id": run_id, "finished": True}) + "\n")
-
-    best_path = ckpt.best_model_path or str(last)
-    best = LitGPT.load_from_checkpoint(best_path, map_location="cpu", weights_only=True).model
     MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": dataclasses.asdict(gpt), "state_dict": best.state_dict()}, MODEL_PATH)
-    info = {"run_id": run_id, "tracking_uri_kind": uri.split(":")[0], "fingerprint": fp,
-            "steps": trainer.global_step, "best_checkpoint": Path(best_path).name,
-            "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
-            "fit_seconds": round(seconds, 1), "parameters": best.num_params()}
+    torch.save({"config": dataclasses.asdict(best.cfg), "state_dict": best.state_dict()}, MODEL_PATH)
+    info = {"run_id": run_id, "tracking_uri_kind": uri.split(":")[0], "fingerprint": fp, **info}
     TRAIN_INFO.write_text(json.dumps(info, indent=2) + "\n")
     _write_curves(logger.experiment, run_id)
-    _log_model(uri, run_id, best)
+    _log_model(run_id, best)
     return info
 
 
-def _log_datasets(uri: str, run_id: str, data_dir: Path, manifest: dict) -> None:
+def log_datasets(run_id: str, tables: dict[str, pa.Table], digests: dict[str, str],
+                 data_dir: Path | None = None) -> None:
+    """The splits as MLflow run inputs, identified by their SHA-256 (of the file, or of the generated data)."""
     import mlflow
 
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's musings on source kinds and integer columns
-        for name, entry in manifest["files"].items():
-            df = rewrite.read_split(name, data_dir).to_pandas()
-            ds = mlflow.data.from_pandas(df, source=str((data_dir / entry["path"]).resolve()),
-                                         name=f"rewrite/{name}", digest=entry["sha256"][:16])
+        for name, table in tables.items():
+            source = str((data_dir / f"{name}.parquet").resolve()) if data_dir else f"generated:{name}"
+            ds = mlflow.data.from_pandas(table.to_pandas(), source=source, name=f"rewrite/{name}",
+                                         digest=digests[name][:16])
             mlflow.log_input(ds, context="training" if name == "train" else name)
 
 
@@ -240,7 +265,7 @@ class LogitsOnly(torch.nn.Module):
         return self.gpt(idx)[0]
 
 
-def _log_model(uri: str, run_id: str, model: GPT) -> None:
+def _log_model(run_id: str, model: GPT) -> None:
     import mlflow
     import mlflow.pytorch
     import numpy as np
