@@ -18,7 +18,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 TINY = {
     "rewrite": {"alphabet_size": 6, "pattern_length": 2, "replacement_length": 2, "input_length": 6,
                 "n_instructions": 32, "examples_per_instruction": None, "total_examples": 640,
-                "noop_share": 0.25, "holdout": "pairs", "n_unseen_instructions": 8, "n_test_examples": 64,
+                "noop_share": 0.25, "skew": None, "holdout": "pairs", "n_unseen_instructions": 8, "n_test_examples": 64,
                 "n_valid_examples": 32, "seed": 0},
     "model": {"n_layer": 2, "n_head": 2, "d_model": 32, "dropout": 0.0},
     "train": {"seed": 0, "batch_size": 32, "lr": 3e-3, "weight_decay": 0.1, "warmup_frac": 0.1, "epochs": 1,

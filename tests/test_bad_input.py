@@ -29,6 +29,8 @@ def with_(tiny, section, key, value):
     ("rewrite", "pattern_length", 7, "pattern_length=7 is longer than rewrite.input_length=6"),
     ("rewrite", "pattern_length", [3, 2], "min <= max"),
     ("rewrite", "alphabet_size", 27, "between 1 and 26"),
+    ("rewrite", "skew", 0, "rewrite.skew=0 must be a positive exponent"),
+    ("rewrite", "pattern_length", [1, 2, 3], r"give one length or a \[min, max\] pair"),
     ("rewrite", "holdout", "rules", "rewrite.holdout='rules' has the wrong type: expected one of 'pairs', 'patterns'"),
     ("rewrite", "examples_per_instruction", 10, "exactly one of examples_per_instruction"),
     ("rewrite", "total_examples", 10, "every instruction needs at least one example"),

@@ -127,3 +127,25 @@ def test_capacity_is_exact_and_enforced():
     assert len(rules(rewrite.generate(ok)["train"])) == 21  # the whole space, by enumeration
     with pytest.raises(ConfigError, match="n_instructions"):
         rewrite.generate(dataclasses.replace(ok, n_instructions=22))
+
+
+@pytest.mark.parametrize("total,parts", [(1000, 10), (1003, 7), (50, 50), (10**6, 1000)])
+def test_skew_sampler(total, parts):
+    uniform = rewrite.split_counts(total, parts)
+    assert uniform.sum() == total and uniform.max() - uniform.min() <= 1
+    assert np.array_equal(rewrite.split_counts(total, parts, 1.0), uniform)  # a = 1 is uniform
+    previous_top = uniform[0]
+    for a in (0.5, 0.2, 0.07, 0.03):  # smaller a: more of the budget on the first instructions
+        counts = rewrite.split_counts(total, parts, a)
+        assert counts.sum() == total and counts.min() >= 1  # every instruction keeps one example
+        assert np.all(np.diff(counts) <= 1)  # non-increasing up to rounding
+        assert counts[0] >= previous_top
+        previous_top = counts[0]
+    assert np.all(np.diff(rewrite.split_counts(total, parts, 2.0)) >= -1)  # a > 1 favours the last ones
+
+
+def test_skewed_training_set_follows_the_law():
+    t = rewrite.generate(cfg(skew=0.1, total_examples=2000))["train"]
+    counts = np.bincount(t.column("instruction_id").to_numpy(), minlength=32)
+    assert np.array_equal(counts, rewrite.split_counts(2000, 32, 0.1))
+    assert counts[0] > 10 * counts[-1] and counts.min() >= 1

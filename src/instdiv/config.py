@@ -42,6 +42,10 @@ class RewriteConfig:
     examples_per_instruction: int | None = None
     total_examples: int | None = 50_000
     noop_share: float = 0.2
+    # Exponent a of the power law f(x) = a x^(a-1) over instructions (x in [0, 1]): instruction k of I gets
+    # a share ((k+1)/I)^a - (k/I)^a of the examples, at least one. null or 1: uniform; a < 1 concentrates
+    # the examples on the first instructions.
+    skew: float | None = None
     # "pairs": unseen rules are new (pattern, replacement) pairs; "patterns": their patterns never occur in
     # training either (stricter: with a small alphabet every pattern is soon seen in training).
     holdout: Literal["pairs", "patterns"] = "pairs"
@@ -74,6 +78,8 @@ class RewriteConfig:
                 raise ConfigError(f"{s}.total_examples={self.total_examples} is smaller than "
                                   f"{s}.n_instructions={self.n_instructions}: every instruction needs at least "
                                   "one example; raise total_examples or lower n_instructions")
+        if self.skew is not None and not (self.skew > 0 and math.isfinite(self.skew)):
+            raise ConfigError(f"{s}.skew={self.skew} must be a positive exponent (null or 1 for uniform)")
         if not 0.0 <= self.noop_share <= 1.0:
             raise ConfigError(f"{s}.noop_share={self.noop_share} is outside [0, 1]; it is the share of examples "
                               "whose input does not contain the pattern")
@@ -240,8 +246,7 @@ def _matches(value: Any, annotation: Any) -> bool:
     if origin is Literal:
         return value in args
     if origin is list:
-        return (isinstance(value, list) and len(value) == 2
-                and all(_matches(v, args[0]) for v in value))
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
     if annotation is type(None):
         return value is None
     if annotation is float:
@@ -259,7 +264,7 @@ def _describe(annotation: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin is list:
-        return f"a [min, max] pair of {_describe(args[0])}"
+        return f"a list of {_describe(args[0])}"
     if annotation is type(None):
         return "null"
     return annotation.__name__
@@ -273,7 +278,10 @@ def _positive(obj, section: str, *keys: str) -> None:
 
 
 def _check_range(obj, section: str, key: str) -> tuple[int, int]:
-    lo, hi = as_range(getattr(obj, key))
+    value = getattr(obj, key)
+    if isinstance(value, list) and len(value) != 2:
+        raise ConfigError(f"{section}.{key}={value}: give one length or a [min, max] pair")
+    lo, hi = as_range(value)
     if lo <= 0 or hi < lo:
         raise ConfigError(f"{section}.{key}={getattr(obj, key)}: lengths must be positive and a range "
                           "[min, max] needs min <= max")

@@ -190,11 +190,21 @@ def make_examples(rng: np.random.Generator, rules: list[Rule], ids: np.ndarray, 
                     schema=SCHEMA)
 
 
-def split_counts(total: int, parts: int) -> np.ndarray:
-    """`total` spread over `parts` as evenly as possible (the first ones get the remainder)."""
-    counts = np.full(parts, total // parts)
-    counts[: total % parts] += 1
-    return counts
+def split_counts(total: int, parts: int, skew: float | None = None, minimum: int = 1) -> np.ndarray:
+    """`total` spread over `parts` by the power law f(x) = a x^(a-1) (uniform when a is None or 1).
+
+    Every part first gets `minimum` examples (training keeps each instruction at least once); part k then
+    gets the share ((k+1)/parts)^a - (k/parts)^a of the rest, rounded by largest remainders so that the
+    counts sum to `total` exactly. Ties go to the first parts.
+    """
+    if total < parts * minimum:
+        raise ConfigError(f"{total} examples cannot give each of {parts} instructions {minimum}")
+    a = 1.0 if skew is None else skew
+    share = np.diff((np.arange(parts + 1) / parts) ** a) * (total - parts * minimum)
+    counts = np.floor(share).astype(np.int64)
+    left = total - parts * minimum - int(counts.sum())
+    counts[np.argsort(-(share - counts), kind="stable")[:left]] += 1
+    return counts + minimum
 
 
 def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
@@ -215,20 +225,20 @@ def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
     train_ids = np.arange(i)
     test_ids, valid_ids = np.arange(i, i + u), np.arange(i + u, i + 2 * u)
     if cfg.examples_per_instruction is not None:
-        train_counts = np.full(i, cfg.examples_per_instruction)
+        train_counts = split_counts(i * cfg.examples_per_instruction, i, cfg.skew)
     else:
-        train_counts = split_counts(cfg.total_examples, i)
+        train_counts = split_counts(cfg.total_examples, i, cfg.skew)
     train = make_examples(rng, train_rules, train_ids, train_counts, cfg)
     seen_inputs = set(zip(train.column("instruction_id").to_pylist(), train.column("input").to_pylist()))
     tables = {"train": train}
-    tables["valid_seen"] = make_examples(rng, train_rules, train_ids, split_counts(cfg.n_valid_examples, i),
+    tables["valid_seen"] = make_examples(rng, train_rules, train_ids, split_counts(cfg.n_valid_examples, i, minimum=0),
                                          cfg, avoid=seen_inputs)
     tables["valid_unseen"] = make_examples(rng, valid_unseen_rules, valid_ids,
-                                           split_counts(cfg.n_valid_examples, u), cfg)
-    tables["test_seen"] = make_examples(rng, train_rules, train_ids, split_counts(cfg.n_test_examples, i),
+                                           split_counts(cfg.n_valid_examples, u, minimum=0), cfg)
+    tables["test_seen"] = make_examples(rng, train_rules, train_ids, split_counts(cfg.n_test_examples, i, minimum=0),
                                         cfg, avoid=seen_inputs)
     tables["test_unseen"] = make_examples(rng, test_unseen_rules, test_ids,
-                                          split_counts(cfg.n_test_examples, u), cfg)
+                                          split_counts(cfg.n_test_examples, u, minimum=0), cfg)
     return tables
 
 
