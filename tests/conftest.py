@@ -26,6 +26,10 @@ TINY = {
               "devices": 1, "strategy": "auto", "grad_clip": 1.0, "checkpoint_dir": "checkpoints"},
     "evaluate": {"batch_size": 64, "n_samples": 5},
     "tracking": {"uri": None, "experiment": "tests"},
+    "sweep": {"mode": "threshold", "study": "tests", "storage": None, "metric": "unseen_op_accuracy",
+              "target": 0.5, "instructions": [4, 32], "examples_per_instruction": None, "total_examples": None,
+              "skew": None, "seeds": [0], "max_trials": 3, "workers": 1, "max_retries": 2, "heartbeat_seconds": 30,
+              "pruning": False, "epochs": None, "bootstrap": 50, "confidence": 0.9},
 }
 
 
@@ -51,3 +55,47 @@ def write_params(path: Path, raw: dict) -> Path:
 
 def params(raw: dict):
     return params_from_dict(raw)
+
+
+def _postgres_bin() -> Path | None:
+    import glob
+    import shutil
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on 127.0.0.1 for the test session (installed by `make test` when missing)."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed; `make test` installs it (scripts/ensure-postgres.sh)")
+        pytest.skip("PostgreSQL is not installed; run `make test` or scripts/ensure-postgres.sh")
+    data = Path(tempfile.mkdtemp(prefix="instdiv-pg-", dir="/tmp"))
+    as_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(data, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = lambda *a: subprocess.run([*as_user, *a], check=True, capture_output=True, timeout=120)  # noqa: E731
+    run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-w", "-l", str(data / "log"), "-o",
+        f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(data, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -70,6 +71,67 @@ def evaluate(params: ParamsOpt = Path("params.yaml")):
     p = load_params(params)
     metrics = run_evaluation(p.rewrite, p.evaluate, tracking_uri(p.tracking))
     typer.echo(headline(metrics))
+
+
+@app.command()
+@friendly
+def sweep(params: ParamsOpt = Path("params.yaml"),
+          workers: Annotated[int, typer.Option(help="Worker processes (overrides sweep.workers).")] = 0):
+    """Run the Optuna sweep; write reports/sweep/trials.csv (stage `sweep`). Start it on several machines
+    with one PostgreSQL sweep.storage and one MLflow server, and they share the work."""
+    import dataclasses
+
+    from instdiv import sweep as sweeps
+    from instdiv.config import load_params
+
+    path = params
+    if workers:
+        p = load_params(params)
+        p = dataclasses.replace(p, sweep=dataclasses.replace(p.sweep, workers=workers))
+        p.sweep.validate()
+        path = _write_params(p)
+    frame = sweeps.run(path)
+    states = frame["state"].value_counts().to_dict() if len(frame) else {}
+    typer.echo(f"sweep: {len(frame)} trials ({', '.join(f'{v} {k.lower()}' for k, v in states.items())}); "
+               f"wrote {sweeps.TRIALS_PATH}")
+
+
+@app.command()
+@friendly
+def estimate(params: ParamsOpt = Path("params.yaml")):
+    """Fit the threshold from the sweep's trials; write reports/threshold.json and figures (stage `estimate`)."""
+    from instdiv import estimate as estimates
+    from instdiv.config import load_params
+    from instdiv.sweep import TRIALS_PATH
+
+    est = estimates.run(load_params(params).sweep, TRIALS_PATH)
+    typer.echo(estimates.headline(est))
+
+
+@app.command()
+@friendly
+def dashboard(params: ParamsOpt = Path("params.yaml"),
+              port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080):
+    """Serve optuna-dashboard for the sweep's storage on 127.0.0.1."""
+    import subprocess
+
+    from instdiv.config import load_params
+    from instdiv.sweep import _dashboard_arg
+
+    arg = _dashboard_arg(load_params(params))
+    typer.echo(f"optuna-dashboard {arg} at http://127.0.0.1:{port}")
+    subprocess.run([sys.executable, "-m", "optuna_dashboard", arg, "--host", "127.0.0.1", "--port", str(port)])
+
+
+def _write_params(p) -> Path:
+    """Params with a command-line override, as a file the sweep's worker processes can load."""
+    import dataclasses
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="instdiv-params-", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(dataclasses.asdict(p), f, sort_keys=False)
+    return Path(name)
 
 
 @app.command()

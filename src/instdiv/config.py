@@ -175,12 +175,74 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """An Optuna study over instruction count x examples per instruction x skew (src/instdiv/sweep.py)."""
+
+    # threshold: adaptive search for the I where `metric` crosses `target`; grid: every combination once.
+    mode: Literal["threshold", "grid"] = "threshold"
+    study: str = "rewrite"  # a suffix hashed from the settings keeps different sweeps apart
+    # Any Optuna storage URL (sqlite:///, postgresql://...) or journal:<file> for several workers on one
+    # host; null: sqlite:///<repository root>/optuna.db.
+    storage: str | None = None
+    metric: Literal["unseen_op_accuracy", "unseen_accuracy", "seen_accuracy"] = "unseen_op_accuracy"
+    target: float = 0.5
+    instructions: list[int] = field(default_factory=lambda: [16, 1024])  # threshold: [min, max]; grid: values
+    examples_per_instruction: list[int] | None = None  # grid axis S; null: the budget N fixed
+    total_examples: int | None = None  # the trials' budget N = I x S; null: rewrite's
+    skew: list[float] | None = None  # grid axis a; null: rewrite.skew
+    seeds: list[int] = field(default_factory=lambda: [0])  # grid: every point once per seed
+    max_trials: int = 7  # threshold mode's budget of training runs
+    workers: int = 1  # processes started by one command; start the command on more machines to add more
+    max_retries: int = 2  # a failed or killed trial is retried this often
+    heartbeat_seconds: int = 30  # a trial silent for 3 heartbeats counts as killed (RDB storages)
+    pruning: bool = False  # prune trials through PyTorchLightningPruningCallback
+    epochs: float | None = None  # each trial's training budget; null: train.epochs
+    bootstrap: int = 1000  # resamples for the threshold's confidence interval
+    confidence: float = 0.9
+
+    def validate(self) -> None:
+        s = "sweep"
+        _positive(self, s, "max_trials", "workers", "heartbeat_seconds", "bootstrap")
+        if not self.instructions or min(self.instructions) <= 0:
+            raise ConfigError(f"{s}.instructions={self.instructions} must list positive instruction counts")
+        if self.mode == "threshold":
+            if len(self.instructions) != 2 or self.instructions[0] >= self.instructions[1]:
+                raise ConfigError(f"{s}.instructions={self.instructions}: threshold mode searches a range; give "
+                                  "[min, max] with min < max (or use mode: grid for a list)")
+            if self.max_trials < 3:
+                raise ConfigError(f"{s}.max_trials={self.max_trials}: a logistic fit needs at least 3 runs")
+            if self.examples_per_instruction and len(self.examples_per_instruction) > 1 or \
+                    self.skew and len(self.skew) > 1:
+                raise ConfigError(f"{s}: threshold mode searches I alone; give at most one "
+                                  "examples_per_instruction and one skew, or use mode: grid")
+        if len(set(self.instructions)) != len(self.instructions):
+            raise ConfigError(f"{s}.instructions={self.instructions} lists a value twice")
+        if self.examples_per_instruction is not None and min(self.examples_per_instruction, default=0) <= 0:
+            raise ConfigError(f"{s}.examples_per_instruction must list positive counts (or be null)")
+        if self.skew is not None and min(self.skew, default=0) <= 0:
+            raise ConfigError(f"{s}.skew must list positive exponents (or be null)")
+        if not 0.0 < self.target < 1.0:
+            raise ConfigError(f"{s}.target={self.target} must be between 0 and 1 (an accuracy)")
+        if not 0.5 <= self.confidence < 1.0:
+            raise ConfigError(f"{s}.confidence={self.confidence} must be in [0.5, 1)")
+        if self.max_retries < 0:
+            raise ConfigError(f"{s}.max_retries={self.max_retries} must be >= 0")
+        if self.epochs is not None:
+            _positive(self, s, "epochs")
+        if self.total_examples is not None:
+            _positive(self, s, "total_examples")
+        if not self.seeds:
+            raise ConfigError(f"{s}.seeds must list at least one seed")
+
+
+@dataclass(frozen=True)
 class Params:
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -240,17 +240,15 @@ def train(params: Params, data_dir: Path = rewrite.DATA_DIR) -> dict:
     return info
 
 
-def log_datasets(run_id: str, tables: dict[str, pa.Table], digests: dict[str, str],
-                 data_dir: Path | None = None) -> None:
-    """The splits as MLflow run inputs, identified by their SHA-256 (of the file, or of the generated data)."""
+def log_datasets(run_id: str, tables: dict[str, pa.Table], digests: dict[str, str], data_dir: Path) -> None:
+    """The splits as MLflow run inputs, identified by the SHA-256 of their Parquet files in `data_dir`."""
     import mlflow
 
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's musings on source kinds and integer columns
         for name, table in tables.items():
-            source = str((data_dir / f"{name}.parquet").resolve()) if data_dir else f"generated:{name}"
-            ds = mlflow.data.from_pandas(table.to_pandas(), source=source, name=f"rewrite/{name}",
-                                         digest=digests[name][:16])
+            ds = mlflow.data.from_pandas(table.to_pandas(), source=str((data_dir / f"{name}.parquet").resolve()),
+                                         name=f"rewrite/{name}", digest=digests[name][:16])
             mlflow.log_input(ds, context="training" if name == "train" else name)
 
 

@@ -1,0 +1,412 @@
+"""Optuna sweeps over instruction count I x examples per instruction S x skew a.
+
+Each trial generates the data for its settings, trains and evaluates a model, and records the accuracies
+as the trial's value and user attributes, with a nested MLflow run under one parent run per study.
+
+- `grid` mode enqueues every point once, when the study is created; workers pop enqueued trials, which
+  Optuna's storage hands to exactly one worker each, so no point runs twice even with concurrent workers.
+- `threshold` mode asks `ThresholdSampler` for each trial's I: both ends of the range first, then
+  bisection of the bracket where the metric crosses the target, then points around the crossing for the
+  logistic fit (src/instdiv/estimate.py).
+
+Storages are Optuna's: SQLite for one process, a journal file for several on one host, PostgreSQL (or any
+RDB URL) for several machines. With an RDB storage every trial sends heartbeats; a trial whose worker died
+is failed after three silent intervals and retried, as are trials that raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import socket
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import torch
+from optuna.trial import TrialState
+
+from instdiv import rewrite
+from instdiv.config import Params, load_params
+from instdiv.errors import ConfigError, InstdivError
+from instdiv.tracking import artifact_location, flatten, git_commit, repo_root, tracking_uri
+
+TRIALS_PATH = Path("reports/sweep/trials.csv")
+# Heartbeats, stale-trial failing and the retry callback are marked experimental; they are the mechanism.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+AXES = ("n_instructions", "examples_per_instruction", "skew", "seed")
+_READY_TIMEOUT_S = 300
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+def storage_url(params: Params) -> str:
+    return params.sweep.storage or f"sqlite:///{repo_root() / 'optuna.db'}"
+
+
+def study_name(params: Params) -> str:
+    """The configured name plus a hash of every setting a trial depends on, so changed settings start a
+    new study while an interrupted sweep with the same settings resumes its own."""
+    s = params.sweep
+    key = {"sweep": {k: v for k, v in dataclasses.asdict(s).items()
+                     if k not in ("storage", "workers", "bootstrap", "confidence", "study")},
+           "rewrite": dataclasses.asdict(params.rewrite), "model": dataclasses.asdict(params.model),
+           "train": {k: v for k, v in dataclasses.asdict(params.train).items()
+                     if k not in ("accelerator", "devices", "strategy", "checkpoint_dir")}}
+    return f"{s.study}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]}"
+
+
+def trial_params(params: Params, point: dict) -> Params:
+    """The full settings of one trial: the base sections with the point's axes substituted."""
+    r, s = params.rewrite, params.sweep
+    changes = {"n_instructions": point["n_instructions"], "seed": point["seed"]}
+    if s.total_examples is not None:
+        changes.update(total_examples=s.total_examples, examples_per_instruction=None)
+    if point.get("examples_per_instruction") is not None:
+        changes.update(examples_per_instruction=point["examples_per_instruction"], total_examples=None)
+    if "skew" in point:
+        changes["skew"] = point["skew"]
+    train = dataclasses.replace(params.train, seed=point["seed"], epochs=s.epochs or params.train.epochs)
+    return dataclasses.replace(params, rewrite=dataclasses.replace(r, **changes), train=train)
+
+
+def grid_points(params: Params) -> list[dict]:
+    s = params.sweep
+    axes = {"n_instructions": sorted(s.instructions)}
+    if s.examples_per_instruction:
+        axes["examples_per_instruction"] = s.examples_per_instruction
+    if s.skew:
+        axes["skew"] = s.skew
+    axes["seed"] = s.seeds
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def check(params: Params) -> None:
+    """Fail before any training when some point of the sweep is impossible."""
+    s = params.sweep
+    if s.workers > 1 and storage_url(params).startswith("sqlite"):
+        raise ConfigError(f"sweep.workers={s.workers} with a SQLite storage: SQLite serves one process; set "
+                          "sweep.storage to journal:optuna.journal (one host) or a postgresql:// URL")
+    if s.mode == "grid":
+        points = grid_points(params)
+    else:
+        base = {"seed": s.seeds[0], "examples_per_instruction": (s.examples_per_instruction or [None])[0]}
+        if s.skew:
+            base["skew"] = s.skew[0]
+        points = [{**base, "n_instructions": i} for i in s.instructions]
+    for point in points:
+        cfg = trial_params(params, point).rewrite
+        try:
+            cfg.validate()
+            rewrite.check_feasible(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep point {point}: {exc}") from None
+
+
+def open_storage(params: Params):
+    url, s = storage_url(params), params.sweep
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        if not path.is_absolute():
+            path = repo_root() / path
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=s.max_retries)
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=s.heartbeat_seconds,
+                                      grace_period=3 * s.heartbeat_seconds,
+                                      heartbeat_stale_trial_callback=retry)
+
+
+# ------------------------------------------------------------------------------------ threshold mode
+
+def propose(measured: dict[int, float], pending: set[int], lo: int, hi: int, target: float,
+            min_gap: float = 1.1) -> int | None:
+    """The next I to train for locating where the metric crosses `target`, or None when nothing is left.
+
+    `measured` maps I to its mean metric, `pending` holds I being trained. Ends of the range first, then
+    the geometric middle of the bracket [largest I below target, smallest I at or above it], then points
+    spreading out from the crossing at ratios 1.5, 1.5^2, ... that are not within `min_gap` of a taken one.
+    """
+    taken = set(measured) | pending
+    for end in (hi, lo):
+        if end not in taken:
+            return end
+    above = [i for i, v in measured.items() if v >= target]
+    if not above:
+        return None  # the crossing lies above the range: sweep.instructions must reach higher
+    upper = min(above)
+    below = [i for i in measured if i < upper]
+    if not below:
+        return None  # already at or above the target at the smallest I: lower the range
+    center = math.sqrt(max(below) * upper)
+    for k in range(0, 16):
+        for sign in ((1,) if k == 0 else (1, -1)):
+            c = int(round(center * 1.5 ** (sign * k / 2)))
+            if lo <= c <= hi and all(max(c, t) / min(c, t) >= min_gap for t in taken):
+                return c
+    return None
+
+
+def _points(study: optuna.Study, metric: str, exclude: int | None = None) -> tuple[dict, set]:
+    values: dict[int, list[float]] = {}
+    pending = set()
+    for t in study.get_trials(deepcopy=False):
+        i = t.params.get("n_instructions")
+        if i is None or t.number == exclude:
+            continue
+        if t.state == TrialState.COMPLETE and metric in t.user_attrs:
+            values.setdefault(i, []).append(t.user_attrs[metric])
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+            pending.add(i)
+    return {i: sum(v) / len(v) for i, v in values.items()}, pending
+
+
+class GridQueueSampler(optuna.samplers.BaseSampler):
+    """Grid mode's sampler: every point is enqueued, so a trial that needs sampling found the queue empty
+    (another worker took the last point between our check and our ask); it is pruned, never run."""
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        raise optuna.TrialPruned("every grid point is taken")
+
+
+class ThresholdSampler(optuna.samplers.BaseSampler):
+    """Chooses each trial's instruction count with `propose`; every other parameter has one value."""
+
+    def __init__(self, lo: int, hi: int, target: float, metric: str):
+        self.lo, self.hi, self.target, self.metric = lo, hi, target, metric
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name == "n_instructions":
+            measured, pending = _points(study, self.metric, exclude=trial.number)
+            choice = propose(measured, pending, self.lo, self.hi, self.target)
+            # Another worker took the last open point meanwhile: replicate at the current crossing.
+            return choice if choice is not None else self.hi if not measured else \
+                min(measured, key=lambda i: abs(measured[i] - self.target))
+        return param_distribution.choices[0]
+
+
+# --------------------------------------------------------------------------------------------- study
+
+def open_study(params: Params) -> optuna.Study:
+    """Create the study, or load it when it exists; its creator also creates the MLflow parent run and, in
+    grid mode, enqueues every point, then marks the study ready for the other workers."""
+    s = params.sweep
+    storage = open_storage(params)
+    name = study_name(params)
+    sampler = ThresholdSampler(min(s.instructions), max(s.instructions), s.target, s.metric) \
+        if s.mode == "threshold" else GridQueueSampler()
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        deadline = time.time() + _READY_TIMEOUT_S
+        while "ready" not in study.user_attrs:
+            if time.time() > deadline:
+                raise ConfigError(f"study {name} was created but never set up (its creator died?); delete it "
+                                  f"with: optuna delete-study --study-name {name} --storage <url>") from None
+            time.sleep(1)
+        return study
+    for key, value in flatten({"sweep": dataclasses.asdict(s)}).items():
+        study.set_user_attr(key, value)
+    study.set_user_attr("mlflow_parent_run_id", _parent_run(params, name))
+    if s.mode == "grid":
+        for point in grid_points(params):
+            study.enqueue_trial(point)
+    study.set_user_attr("ready", True)
+    return study
+
+
+def _parent_run(params: Params, name: str) -> str:
+    import mlflow
+
+    uri = tracking_uri(params.tracking)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(params.tracking.experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        params.tracking.experiment, artifact_location=artifact_location(uri, params.tracking.experiment))
+    run = client.create_run(exp_id, run_name=f"study {name}",
+                            tags={"optuna.study": name, "git_commit": git_commit(), "sweep.mode": params.sweep.mode})
+    for key, value in flatten(dataclasses.asdict(params)).items():
+        client.log_param(run.info.run_id, key, value)
+    return run.info.run_id
+
+
+def objective(trial: optuna.Trial, params: Params) -> float:
+    """Generate, train and evaluate at the trial's point; the value is `sweep.metric`."""
+    import mlflow
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from instdiv.evaluate import score
+    from instdiv.train import MONITOR, fit, log_datasets
+
+    s = params.sweep
+    point = {"n_instructions": trial.suggest_int("n_instructions", min(s.instructions), max(s.instructions),
+                                                 log=True)}
+    if s.examples_per_instruction:
+        point["examples_per_instruction"] = trial.suggest_categorical("examples_per_instruction",
+                                                                      s.examples_per_instruction)
+    if s.skew:
+        point["skew"] = trial.suggest_categorical("skew", s.skew)
+    point["seed"] = trial.suggest_categorical("seed", s.seeds)
+    p = trial_params(params, point)
+    start = time.time()
+
+    uri = tracking_uri(params.tracking)
+    client = mlflow.MlflowClient(uri)
+    parent = trial.study.user_attrs["mlflow_parent_run_id"]
+    exp_id = client.get_run(parent).info.experiment_id
+    with tempfile.TemporaryDirectory(prefix="instdiv-trial-") as tmp:
+        manifest = rewrite.write(rewrite.generate(p.rewrite), p.rewrite, Path(tmp) / "data")
+        digests = {k: v["sha256"] for k, v in manifest["files"].items()}
+        tables = {name: rewrite.read_split(name, Path(tmp) / "data") for name in rewrite.SPLITS}
+        run = client.create_run(exp_id, run_name=f"trial {trial.number}", tags={
+            MLFLOW_PARENT_RUN_ID: parent, "optuna.study": trial.study.study_name,
+            "optuna.trial": str(trial.number), "data.train.sha256": digests["train"]})
+        run_id = run.info.run_id
+        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("data_sha256", digests["train"])
+        logger = MLFlowLogger(tracking_uri=uri, run_id=run_id)
+        logger.log_hyperparams({**flatten(dataclasses.asdict(p)), "optuna.trial": trial.number})
+        log_datasets(run_id, {"train": tables["train"]}, digests, Path(tmp) / "data")
+        callbacks = []
+        if s.pruning:
+            from optuna_integration import PyTorchLightningPruningCallback
+
+            callbacks.append(PyTorchLightningPruningCallback(trial, monitor=MONITOR))
+        model, info = fit(p, tables, logger, Path(tmp) / "checkpoints", callbacks=callbacks, verbose=False)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        metrics, _ = score(model.to(device), {"seen": tables["test_seen"], "unseen": tables["test_unseen"]},
+                           p.rewrite, 512, device)
+    for key, value in metrics.items():
+        client.log_metric(run_id, f"test/{key}", value)
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("fit_seconds", info["fit_seconds"])
+    print(f"trial {trial.number}: {_describe(point)} -> unseen-op {metrics['unseen_op_accuracy']:.3f}, "
+          f"seen {metrics['seen_accuracy']:.3f} [{time.time() - start:.0f}s]", flush=True)
+    return metrics[s.metric]
+
+
+def _describe(point: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
+# ------------------------------------------------------------------------------------------- workers
+
+def _remaining(study: optuna.Study, params: Params) -> str:
+    """'run' when this worker should start a trial, 'wait' when others may still hand work back, or 'done'."""
+    s = params.sweep
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    waiting, running = states.count(TrialState.WAITING), states.count(TrialState.RUNNING)
+    if waiting:
+        return "run"
+    heartbeats = not storage_url(params).startswith("journal:")  # RDB storages send heartbeats
+    if s.mode == "threshold":
+        complete = states.count(TrialState.COMPLETE)
+        measured, pending = _points(study, s.metric)
+        lo, hi = min(s.instructions), max(s.instructions)
+        if complete + running < s.max_trials and propose(measured, pending, lo, hi, s.target) is not None:
+            return "run"
+    # A running trial may belong to a dead worker: with heartbeats it is failed and retried after the grace
+    # period, so wait for it rather than finish with a hole in the sweep.
+    return "wait" if running and heartbeats else "done"
+
+
+def work(params_path: str, worker: int = 0, threads: int | None = None) -> int:
+    """One worker: run trials until the sweep has none left for it; returns how many it ran."""
+    if threads:
+        torch.set_num_threads(threads)
+    params = load_params(params_path)
+    study = open_study(params)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=params.sweep.max_retries)
+
+    def retry_failed(study, trial):
+        if trial.state == TrialState.FAIL:
+            retry(study, trial)
+
+    ran = 0
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        todo = _remaining(study, params)
+        if todo == "done":
+            return ran
+        if todo == "wait":
+            time.sleep(min(params.sweep.heartbeat_seconds, 10))
+            continue
+        study.optimize(lambda t: objective(t, params), n_trials=1, catch=(Exception,), callbacks=[retry_failed],
+                       gc_after_trial=True)
+        ran += 1
+
+
+def run(params_path: str | Path) -> pd.DataFrame:
+    """The `sweep` stage: start `sweep.workers` workers on the study, then write reports/sweep/trials.csv."""
+    params = load_params(params_path)
+    check(params)
+    s = params.sweep
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(f"study {study_name(params)} ({s.mode}) in {storage_url(params).split('://')[0]}; "
+          f"optuna-dashboard {_dashboard_arg(params)}", flush=True)
+    if s.workers == 1:
+        work(str(params_path))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // s.workers)
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=work, args=(str(params_path), i, threads)) for i in range(s.workers)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        if any(proc.exitcode for proc in procs):
+            raise RuntimeError(f"a sweep worker failed (exit codes {[p.exitcode for p in procs]})")
+    study = optuna.load_study(study_name=study_name(params), storage=open_storage(params))
+    frame = trials_frame(study)
+    TRIALS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(TRIALS_PATH, index=False)
+    complete = frame[frame["state"] == "COMPLETE"] if len(frame) else frame
+    if s.mode == "grid":
+        missing = [p for p in grid_points(params)
+                   if not ((complete[list(p)] == pd.Series(p)).all(axis=1)).any()]
+        if missing:
+            raise InstdivError(f"{len(missing)} grid points have no completed trial (first: {missing[0]}); see "
+                               "the errors above, then rerun the sweep: failed points are retried")
+    elif len(complete) < 3:
+        raise InstdivError(f"only {len(complete)} trials completed; see the errors above, then rerun the sweep")
+    return frame
+
+
+def _dashboard_arg(params: Params) -> str:
+    url = storage_url(params)
+    return url.removeprefix("journal:") if url.startswith("journal:") else url
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: state, axes, accuracies, the MLflow run; what the estimate stage reads."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"number": t.number, "state": t.state.name, **{a: t.params.get(a) for a in AXES},
+               "retry_of": t.system_attrs.get("failed_trial")}
+        row.update({k: v for k, v in t.user_attrs.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)

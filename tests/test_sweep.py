@@ -1,0 +1,206 @@
+"""The Optuna sweep: proposals, bad settings, grid and threshold modes, MLflow nesting, resume after a
+killed sweep, concurrent workers on a real PostgreSQL server, and optuna-dashboard serving the study."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+
+from instdiv import estimate, sweep
+from instdiv.config import load_params
+from instdiv.errors import ConfigError
+
+from conftest import write_params
+
+
+def test_propose_ends_then_bisection_then_around_the_crossing():
+    assert sweep.propose({}, set(), 16, 1024, 0.5) == 1024
+    assert sweep.propose({}, {1024}, 16, 1024, 0.5) == 16  # another worker has the top end
+    assert sweep.propose({16: 0.0, 1024: 0.9}, set(), 16, 1024, 0.5) == 128  # geometric middle
+    assert sweep.propose({16: 0.0, 128: 0.2, 1024: 0.9}, set(), 16, 1024, 0.5) == 362
+    assert sweep.propose({16: 0.0, 128: 0.7, 1024: 0.9}, set(), 16, 1024, 0.5) == 45
+    nxt = sweep.propose({16: 0.0, 1024: 0.9}, {128}, 16, 1024, 0.5)  # 128 is being trained: a neighbour
+    assert nxt not in (16, 128, 1024) and 1.1 <= max(nxt, 128) / min(nxt, 128) <= 1.5
+    assert sweep.propose({16: 0.0, 1024: 0.3}, set(), 16, 1024, 0.5) is None  # never crosses in range
+    assert sweep.propose({16: 0.6, 1024: 0.9}, set(), 16, 1024, 0.5) is None  # crosses below the range
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"instructions": [4, 16, 32]}, "threshold mode searches a range"),
+    ({"instructions": [32, 4]}, "min < max"),
+    ({"target": 1.5}, "sweep.target=1.5 must be between 0 and 1"),
+    ({"max_trials": 2}, "at least 3 runs"),
+    ({"mode": "grid", "instructions": [4, 4]}, "lists a value twice"),
+    ({"skew": [0.5, -1.0], "mode": "grid"}, "positive exponents"),
+    ({"mode": "random"}, "sweep.mode='random' has the wrong type"),
+])
+def test_bad_sweep_settings(tiny, in_tmp, change, message):
+    tiny["sweep"].update(change)
+    with pytest.raises(ConfigError, match=message):
+        load_params(write_params(in_tmp / "params.yaml", tiny))
+
+
+def test_impossible_point_and_sqlite_workers_fail_before_training(tiny, in_tmp):
+    tiny["sweep"].update(mode="grid", instructions=[4, 5000], total_examples=10_000)  # 5000 rules: too many
+    with pytest.raises(ConfigError, match=r"sweep point \{'n_instructions': 5000.*allow only"):
+        sweep.check(load_params(write_params(in_tmp / "params.yaml", tiny)))
+    tiny["sweep"].update(instructions=[4, 8], workers=2)
+    with pytest.raises(ConfigError, match="SQLite serves one process"):
+        sweep.check(load_params(write_params(in_tmp / "params.yaml", tiny)))
+    out = subprocess.run([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, capture_output=True, text=True)
+    assert out.returncode == 2 and "journal:" in out.stderr and "Traceback" not in out.stderr
+    assert not (in_tmp / "optuna.db").exists()
+
+
+def completed_points(frame: pd.DataFrame, axes=("n_instructions", "seed")) -> list[tuple]:
+    done = frame[frame["state"] == "COMPLETE"]
+    return sorted(tuple(int(v) for v in row) for row in done[list(axes)].itertuples(index=False))
+
+
+def test_grid_sweep_with_nested_mlflow_runs(tiny, in_tmp):
+    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], seeds=[0])
+    path = write_params(in_tmp / "params.yaml", tiny)
+    frame = sweep.run(path)
+    assert completed_points(frame) == [(4, 0), (8, 0), (16, 0)]
+    assert (in_tmp / "reports/sweep/trials.csv").is_file()
+
+    params = load_params(path)
+    study = optuna.load_study(study_name=sweep.study_name(params), storage=f"sqlite:///{in_tmp}/optuna.db")
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{in_tmp}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("tests")
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 3
+    for run in children:
+        trial = study.trials[int(run.data.tags["optuna.trial"])]
+        assert run.data.params["rewrite.n_instructions"] == str(trial.params["n_instructions"])
+        assert run.data.metrics["test/unseen_op_accuracy"] == trial.user_attrs["unseen_op_accuracy"]
+        assert run.data.tags["data.train.sha256"] == trial.user_attrs["data_sha256"]
+    # the same command again resumes a finished study: nothing reruns
+    assert len(sweep.run(path)) == 3
+
+    result = estimate.run(params.sweep, sweep.TRIALS_PATH)  # fits three points, whatever they are
+    assert result["n_trials"] == 3
+    assert json.loads((in_tmp / "reports/threshold.json").read_text())["target"] == 0.5
+    assert (in_tmp / "reports/sweep/phase_diagram.png").stat().st_size > 10_000
+
+
+def synthetic(midpoint: float):
+    """An objective with a known logistic curve in place of training: tests the search, not the model."""
+
+    def objective(trial, params):
+        i = trial.suggest_int("n_instructions", min(params.sweep.instructions), max(params.sweep.instructions),
+                              log=True)
+        trial.suggest_categorical("seed", params.sweep.seeds)
+        acc = 0.9 / (1 + math.exp(-4 * (math.log(i) - math.log(midpoint))))
+        for key, value in (("unseen_op_accuracy", acc), ("seen_accuracy", 0.95), ("unseen_accuracy", acc)):
+            trial.set_user_attr(key, value)
+        return acc
+
+    return objective
+
+
+def test_threshold_mode_spends_its_runs_near_the_crossing(tiny, in_tmp, monkeypatch):
+    monkeypatch.setattr(sweep, "objective", synthetic(150.0))
+    tiny["sweep"].update(instructions=[16, 1024], max_trials=7, target=0.45, bootstrap=200)
+    path = write_params(in_tmp / "params.yaml", tiny)
+    frame = sweep.run(path)
+    done = frame[frame["state"] == "COMPLETE"]
+    assert len(done) == 7 and done["n_instructions"].nunique() == 7
+    near = done["n_instructions"].between(150 / 2.5, 150 * 2.5).sum()
+    assert near >= 4  # most runs where the curve crosses, not spread evenly over 16-1024
+    result = estimate.run(load_params(path).sweep, sweep.TRIALS_PATH)
+    assert result["threshold_instructions"] == pytest.approx(150, rel=0.05)  # 0.45 = half the 0.9 plateau
+
+    # optuna-dashboard serves the study from the same storage, on loopback
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "optuna_dashboard", f"sqlite:///{in_tmp}/optuna.db",
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        body = None
+        for _ in range(60):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, "optuna-dashboard did not answer"
+        (study,) = body["study_summaries"]
+        assert study["study_name"] == sweep.study_name(load_params(path))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=5) as r:
+            detail = json.loads(r.read())
+        assert len(detail["trials"]) == 7
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_killed_sweep_resumes_and_retries_the_lost_trial(tiny, in_tmp):
+    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], heartbeat_seconds=1)
+    tiny["train"].update(max_steps=60)  # long enough to be killed mid-trial
+    path = write_params(in_tmp / "params.yaml", tiny)
+    storage = f"sqlite:///{in_tmp}/optuna.db"
+    name = sweep.study_name(load_params(path))
+    proc = subprocess.Popen([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                states = [t.state for t in optuna.load_study(study_name=name, storage=storage).trials]
+            except (KeyError, Exception):
+                states = []
+            if states.count(optuna.trial.TrialState.COMPLETE) >= 1 and optuna.trial.TrialState.RUNNING in states:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the sweep never reached its second trial")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # as a power cut would: no cleanup, the trial stays RUNNING
+        proc.wait()
+
+    out = subprocess.run([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    frame = pd.read_csv(in_tmp / "reports/sweep/trials.csv")
+    assert completed_points(frame) == [(4, 0), (8, 0), (16, 0)]  # every point once, none lost
+    failed = frame[frame["state"] == "FAIL"]
+    assert len(failed) == 1  # the killed trial, recorded
+    retry = frame[frame["retry_of"] == failed["number"].iloc[0]]
+    assert retry["state"].tolist() == ["COMPLETE"]
+
+
+def test_two_workers_share_a_postgresql_study(tiny, in_tmp, postgres_url):
+    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], seeds=[0, 1], storage=postgres_url,
+                         study="pg-workers")
+    path = write_params(in_tmp / "params.yaml", tiny)
+    out = subprocess.run([sys.executable, "-m", "instdiv", "sweep", "--workers", "2"], cwd=in_tmp,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "database is locked" not in out.stderr
+    frame = pd.read_csv(in_tmp / "reports/sweep/trials.csv")
+    assert completed_points(frame) == [(i, s) for i in (4, 8, 16) for s in (0, 1)]  # each point exactly once
+    assert set(frame["state"]) == {"COMPLETE"}
+    assert frame["worker"].nunique() == 2  # both processes took trials
+    study = optuna.load_study(study_name=sweep.study_name(load_params(path)), storage=postgres_url)
+    assert len(study.trials) == 6
+    # and a third worker started later finds nothing left to do
+    again = subprocess.run([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and len(pd.read_csv(in_tmp / "reports/sweep/trials.csv")) == 6
