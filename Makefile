@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup repro test test-all bench ui clean-checkpoints
+.PHONY: setup repro test test-all bench ui dashboard clean-checkpoints
 
 setup: $(VENV)/.installed
 
@@ -24,9 +24,11 @@ repro: setup
 	dvc metrics show
 
 test: setup
+	scripts/ensure-postgres.sh
 	pytest -q
 
 test-all: setup
+	scripts/ensure-postgres.sh
 	pytest -q -m ""
 
 bench: setup
@@ -34,6 +36,9 @@ bench: setup
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+dashboard: setup
+	optuna-dashboard sqlite:///optuna.db --host 127.0.0.1 --port 8080
 
 clean-checkpoints:
 	rm -rf checkpoints

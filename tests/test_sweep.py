@@ -114,7 +114,7 @@ def synthetic(midpoint: float):
 
 def test_threshold_mode_spends_its_runs_near_the_crossing(tiny, in_tmp, monkeypatch):
     monkeypatch.setattr(sweep, "objective", synthetic(150.0))
-    tiny["sweep"].update(instructions=[16, 1024], max_trials=7, target=0.45, bootstrap=200)
+    tiny["sweep"].update(instructions=[16, 1024], max_trials=7, target=0.45, bootstrap=200, total_examples=2048)
     path = write_params(in_tmp / "params.yaml", tiny)
     frame = sweep.run(path)
     done = frame[frame["state"] == "COMPLETE"]
@@ -128,7 +128,8 @@ def test_threshold_mode_spends_its_runs_near_the_crossing(tiny, in_tmp, monkeypa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "optuna_dashboard", f"sqlite:///{in_tmp}/optuna.db",
+    dashboard = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")
+    server = subprocess.Popen([dashboard, f"sqlite:///{in_tmp}/optuna.db",
                                "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -120,7 +120,8 @@ def dashboard(params: ParamsOpt = Path("params.yaml"),
 
     arg = _dashboard_arg(load_params(params))
     typer.echo(f"optuna-dashboard {arg} at http://127.0.0.1:{port}")
-    subprocess.run([sys.executable, "-m", "optuna_dashboard", arg, "--host", "127.0.0.1", "--port", str(port)])
+    exe = Path(sys.executable).parent / "optuna-dashboard"
+    subprocess.run([str(exe), arg, "--host", "127.0.0.1", "--port", str(port)])
 
 
 def _write_params(p) -> Path:

@@ -118,11 +118,21 @@ def open_storage(params: Params):
         if not path.is_absolute():
             path = repo_root() / path
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    import sqlalchemy.exc
+
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=s.max_retries)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=s.heartbeat_seconds,
-                                      grace_period=3 * s.heartbeat_seconds,
-                                      heartbeat_stale_trial_callback=retry)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=s.heartbeat_seconds,
+                                              grace_period=3 * s.heartbeat_seconds,
+                                              heartbeat_stale_trial_callback=retry)
+        except sqlalchemy.exc.SQLAlchemyError:
+            # Workers started together on a fresh database race to create Optuna's tables; the loser's
+            # CREATE fails once the winner's exists, and a second try finds them.
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
 
 
 # ------------------------------------------------------------------------------------ threshold mode
@@ -368,6 +378,7 @@ def run(params_path: str | Path) -> pd.DataFrame:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"study {study_name(params)} ({s.mode}) in {storage_url(params).split('://')[0]}; "
           f"optuna-dashboard {_dashboard_arg(params)}", flush=True)
+    open_study(params)  # created here once, so the workers below only load it
     if s.workers == 1:
         work(str(params_path))
     else:
