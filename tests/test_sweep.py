@@ -205,3 +205,15 @@ def test_two_workers_share_a_postgresql_study(tiny, in_tmp, postgres_url):
     again = subprocess.run([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0 and len(pd.read_csv(in_tmp / "reports/sweep/trials.csv")) == 6
+
+
+def test_failed_trials_without_a_retry_are_enqueued_again_once():
+    study = optuna.create_study()
+    dist = {"n_instructions": optuna.distributions.IntDistribution(4, 32, log=True)}
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"n_instructions": 8},
+                                              distributions=dist))
+    sweep.retry_unfinished(study, max_retries=2)
+    sweep.retry_unfinished(study, max_retries=2)  # already has its retry: nothing more
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].params == {"n_instructions": 8}
+    assert waiting[0].system_attrs["failed_trial"] == 0

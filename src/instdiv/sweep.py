@@ -334,14 +334,25 @@ def _remaining(study: optuna.Study, params: Params) -> str:
         return "run"
     heartbeats = not storage_url(params).startswith("journal:")  # RDB storages send heartbeats
     if s.mode == "threshold":
-        complete = states.count(TrialState.COMPLETE)
+        complete, failed = states.count(TrialState.COMPLETE), states.count(TrialState.FAIL)
         measured, pending = _points(study, s.metric)
         lo, hi = min(s.instructions), max(s.instructions)
-        if complete + running < s.max_trials and propose(measured, pending, lo, hi, s.target) is not None:
+        budget_left = complete + running < s.max_trials and failed < s.max_trials * (s.max_retries + 1)
+        if budget_left and propose(measured, pending, lo, hi, s.target) is not None:
             return "run"
     # A running trial may belong to a dead worker: with heartbeats it is failed and retried after the grace
     # period, so wait for it rather than finish with a hole in the sweep.
     return "wait" if running and heartbeats else "done"
+
+
+def retry_unfinished(study: optuna.Study, max_retries: int) -> None:
+    """Enqueue again the failed trials that have no retry yet (the callback enforces `max_retries`)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+    for t in trials:
+        if t.state == TrialState.FAIL and t.number not in retried:
+            retry(study, t)
 
 
 def work(params_path: str, worker: int = 0, threads: int | None = None) -> int:
@@ -378,7 +389,9 @@ def run(params_path: str | Path) -> pd.DataFrame:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"study {study_name(params)} ({s.mode}) in {storage_url(params).split('://')[0]}; "
           f"optuna-dashboard {_dashboard_arg(params)}", flush=True)
-    open_study(params)  # created here once, so the workers below only load it
+    # Created here once, so the workers below only load it; trials that failed without being retried (a
+    # Ctrl-C, a crash of the whole command) are enqueued again first.
+    retry_unfinished(open_study(params), s.max_retries)
     if s.workers == 1:
         work(str(params_path))
     else:
