@@ -32,6 +32,7 @@ def project(tmp_path, tiny):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16])  # tiny models: a grid, whatever they learn
     write_params(root / "params.yaml", tiny)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
@@ -55,11 +56,14 @@ def test_dvc_repro_end_to_end(project):
     manifest = json.loads((root / "data/rewrite/manifest.json").read_text())
     assert manifest["files"]["train"]["rows"] == 640
     assert (root / "reports/plots/val_accuracy.csv").read_text().startswith("step,")
+    threshold = json.loads((root / "reports/threshold.json").read_text())
+    assert threshold["n_trials"] == 3 and (root / "reports/sweep/phase_diagram.png").is_file()
 
     client = mlflow.MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("tests")
     assert exp.artifact_location.startswith((root / "mlruns").as_uri())
-    (run,) = client.search_runs([exp.experiment_id])
+    trained_filter = "attributes.run_name LIKE 'rewrite-I%'"  # the train stage's runs, not the sweep's
+    (run,) = client.search_runs([exp.experiment_id], trained_filter)
     assert run.info.status == "FINISHED"
     assert run.data.params["rewrite.n_instructions"] == "32" and run.data.params["model.n_layer"] == "2"
     assert run.data.tags["data.train.sha256"] == manifest["files"]["train"]["sha256"]
@@ -75,7 +79,8 @@ def test_dvc_repro_end_to_end(project):
 
     # nothing changed: nothing reruns
     again = sh("dvc", "repro", cwd=root, env=env)
-    assert all(f"Stage '{s}' didn't change" in again for s in ("generate", "train", "evaluate")), again
+    stages = ("generate", "train", "evaluate", "sweep", "estimate")
+    assert all(f"Stage '{s}' didn't change" in again for s in stages), again
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=root, env=env))
     assert "unseen_op_accuracy" in json.dumps(shown)
     plots = sh("dvc", "plots", "show", "--json", cwd=root, env=env)
@@ -84,9 +89,13 @@ def test_dvc_repro_end_to_end(project):
     # a variant through DVC's experiments: only the stages downstream of the change run, in a new MLflow run
     sh("git", "add", "-A", cwd=root, env=env)
     sh("git", "commit", "-qm", "baseline", cwd=root, env=env)
-    sh("dvc", "exp", "run", "-S", "rewrite.n_instructions=16", cwd=root, env=env)
+    sh("dvc", "exp", "run", "-S", "rewrite.n_instructions=16", "evaluate", cwd=root, env=env)
     diff = json.loads(sh("dvc", "params", "diff", "--json", cwd=root, env=env))
     change = diff["params.yaml"]["rewrite.n_instructions"]
     assert (change["old"], change["new"]) == (32, 16)
-    runs = client.search_runs([exp.experiment_id])
-    assert sorted(r.data.params["rewrite.n_instructions"] for r in runs) == ["16", "32"]
+    trained = client.search_runs([exp.experiment_id], trained_filter)
+    assert sorted(r.data.params["rewrite.n_instructions"] for r in trained) == ["16", "32"]
+    # the sweep: one parent run for the study, one nested run per trial
+    (parent,) = client.search_runs([exp.experiment_id], "attributes.run_name LIKE 'study %'")
+    nested = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(nested) == 3

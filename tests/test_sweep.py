@@ -217,3 +217,11 @@ def test_failed_trials_without_a_retry_are_enqueued_again_once():
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].params == {"n_instructions": 8}
     assert waiting[0].system_attrs["failed_trial"] == 0
+
+
+def test_a_crossing_outside_the_range_is_explained(tiny, in_tmp, monkeypatch):
+    monkeypatch.setattr(sweep, "objective", synthetic(5000.0))  # crosses far above the range
+    tiny["sweep"].update(instructions=[16, 1024], total_examples=2048)
+    with pytest.raises(sweep.InstdivError, match="stays below sweep.target=0.5.*raise the range's max"):
+        sweep.run(write_params(in_tmp / "params.yaml", tiny))
+    assert len(pd.read_csv(in_tmp / "reports/sweep/trials.csv")) == 2  # the two ends, kept

@@ -132,8 +132,9 @@ def phase_diagram(done: pd.DataFrame, est: dict, metric: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     ax.scatter(done["n_instructions"], done["seen_accuracy"], marker="s", color="tab:gray", alpha=0.7,
-               label="seen instructions")
-    ax.scatter(done["n_instructions"], done[metric], color="tab:blue", label=f"unseen: {metric}", zorder=3)
+               label="seen instructions (seen_accuracy)")
+    ax.scatter(done["n_instructions"], done[metric], color="tab:blue", zorder=3,
+               label=f"unseen instructions ({metric})")
     if est["fit"]:
         f = est["fit"]
         grid = np.geomspace(done["n_instructions"].min(), done["n_instructions"].max(), 200)

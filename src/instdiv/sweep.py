@@ -416,8 +416,22 @@ def run(params_path: str | Path) -> pd.DataFrame:
             raise InstdivError(f"{len(missing)} grid points have no completed trial (first: {missing[0]}); see "
                                "the errors above, then rerun the sweep: failed points are retried")
     elif len(complete) < 3:
-        raise InstdivError(f"only {len(complete)} trials completed; see the errors above, then rerun the sweep")
+        raise InstdivError(_why_stopped(complete, params))
     return frame
+
+
+def _why_stopped(complete: pd.DataFrame, params: Params) -> str:
+    s = params.sweep
+    if len(complete) and s.metric in complete:
+        best = complete.loc[complete[s.metric].idxmax()]
+        if (complete[s.metric] < s.target).all():
+            return (f"{s.metric} stays below sweep.target={s.target} over sweep.instructions={s.instructions} "
+                    f"(best {best[s.metric]:.3f} at I={best['n_instructions']}): raise the range's max, the "
+                    "training budget (sweep.epochs) or lower sweep.target")
+        if (complete[s.metric] >= s.target).all():
+            return (f"{s.metric} is above sweep.target={s.target} already at I={min(s.instructions)}: lower the "
+                    "range's min or raise sweep.target")
+    return f"only {len(complete)} trials completed; see the errors above, then rerun the sweep"
 
 
 def _dashboard_arg(params: Params) -> str:
