@@ -125,23 +125,12 @@ def test_threshold_mode_spends_its_runs_near_the_crossing(tiny, in_tmp, monkeypa
     assert result["threshold_instructions"] == pytest.approx(150, rel=0.05)  # 0.45 = half the 0.9 plateau
 
     # optuna-dashboard serves the study from the same storage, on loopback
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     dashboard = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")
-    server = subprocess.Popen([dashboard, f"sqlite:///{in_tmp}/optuna.db",
-                               "--host", "127.0.0.1", "--port", str(port)],
+    server = subprocess.Popen([dashboard, f"sqlite:///{in_tmp}/optuna.db", "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        body = None
-        for _ in range(60):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
-                    body = json.loads(r.read())
-                break
-            except OSError:
-                time.sleep(0.5)
-        assert body is not None, "optuna-dashboard did not answer"
+        body = json.loads(wait_for(f"http://127.0.0.1:{port}/api/studies"))
         (study,) = body["study_summaries"]
         assert study["study_name"] == sweep.study_name(load_params(path))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=5) as r:
@@ -187,24 +176,59 @@ def test_killed_sweep_resumes_and_retries_the_lost_trial(tiny, in_tmp):
     assert retry["state"].tolist() == ["COMPLETE"]
 
 
-def test_two_workers_share_a_postgresql_study(tiny, in_tmp, postgres_url):
-    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], seeds=[0, 1], storage=postgres_url,
-                         study="pg-workers")
-    path = write_params(in_tmp / "params.yaml", tiny)
-    out = subprocess.run([sys.executable, "-m", "instdiv", "sweep", "--workers", "2"], cwd=in_tmp,
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "database is locked" not in out.stderr
-    frame = pd.read_csv(in_tmp / "reports/sweep/trials.csv")
-    assert completed_points(frame) == [(i, s) for i in (4, 8, 16) for s in (0, 1)]  # each point exactly once
-    assert set(frame["state"]) == {"COMPLETE"}
-    assert frame["worker"].nunique() == 2  # both processes took trials
-    study = optuna.load_study(study_name=sweep.study_name(load_params(path)), storage=postgres_url)
-    assert len(study.trials) == 6
-    # and a third worker started later finds nothing left to do
-    again = subprocess.run([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, capture_output=True, text=True,
-                           timeout=300)
-    assert again.returncode == 0 and len(pd.read_csv(in_tmp / "reports/sweep/trials.csv")) == 6
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, seconds: float = 60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read()
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"{url} did not answer")
+
+
+def test_two_workers_share_a_postgresql_study_and_an_mlflow_server(tiny, in_tmp, postgres_url):
+    """The several-machines setup on one host: workers share one PostgreSQL study and one MLflow server."""
+    port = free_port()
+    mlflow_exe = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    server = subprocess.Popen([mlflow_exe, "server", "--backend-store-uri", f"sqlite:///{in_tmp}/server.db",
+                               "--artifacts-destination", str(in_tmp / "server-artifacts"),
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", 120)
+        tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], seeds=[0, 1], storage=postgres_url,
+                             study="pg-workers")
+        path = write_params(in_tmp / "params.yaml", tiny)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        out = subprocess.run([sys.executable, "-m", "instdiv", "sweep", "--workers", "2"], cwd=in_tmp, env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "database is locked" not in out.stderr
+        frame = pd.read_csv(in_tmp / "reports/sweep/trials.csv")
+        assert completed_points(frame) == [(i, s) for i in (4, 8, 16) for s in (0, 1)]  # each point once
+        assert set(frame["state"]) == {"COMPLETE"}
+        assert frame["worker"].nunique() == 2  # both processes took trials
+        study = optuna.load_study(study_name=sweep.study_name(load_params(path)), storage=postgres_url)
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
+        exp = client.get_experiment_by_name("tests")
+        parent = study.user_attrs["mlflow_parent_run_id"]
+        nested = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+        assert sorted(r.data.tags["optuna.trial"] for r in nested) == [str(i) for i in range(6)]
+        assert not (in_tmp / "mlruns" / "mlflow.db").exists()  # nothing went to the local store
+        # a worker started later finds nothing left to do
+        again = subprocess.run([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, env=env,
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and len(pd.read_csv(in_tmp / "reports/sweep/trials.csv")) == 6
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_failed_trials_without_a_retry_are_enqueued_again_once():
