@@ -256,8 +256,8 @@ def _parent_run(params: Params, name: str) -> str:
         params.tracking.experiment, artifact_location=artifact_location(uri, params.tracking.experiment))
     run = client.create_run(exp_id, run_name=f"study {name}",
                             tags={"optuna.study": name, "git_commit": git_commit(), "sweep.mode": params.sweep.mode})
-    for key, value in flatten(dataclasses.asdict(params)).items():
-        client.log_param(run.info.run_id, key, value)
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v))
+                                              for k, v in flatten(dataclasses.asdict(params)).items()])
     return run.info.run_id
 
 
@@ -287,9 +287,9 @@ def objective(trial: optuna.Trial, params: Params) -> float:
     parent = trial.study.user_attrs["mlflow_parent_run_id"]
     exp_id = client.get_run(parent).info.experiment_id
     with tempfile.TemporaryDirectory(prefix="instdiv-trial-") as tmp:
-        manifest = rewrite.write(rewrite.generate(p.rewrite), p.rewrite, Path(tmp) / "data")
+        tables = rewrite.generate(p.rewrite)
+        manifest = rewrite.write(tables, p.rewrite, Path(tmp) / "data")  # the same SHA-256 the stage would give
         digests = {k: v["sha256"] for k, v in manifest["files"].items()}
-        tables = {name: rewrite.read_split(name, Path(tmp) / "data") for name in rewrite.SPLITS}
         run = client.create_run(exp_id, run_name=f"trial {trial.number}", tags={
             MLFLOW_PARENT_RUN_ID: parent, "optuna.study": trial.study.study_name,
             "optuna.trial": str(trial.number), "data.train.sha256": digests["train"]})
