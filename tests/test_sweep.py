@@ -249,3 +249,14 @@ def test_a_crossing_outside_the_range_is_explained(tiny, in_tmp, monkeypatch):
     with pytest.raises(sweep.InstdivError, match="stays below sweep.target=0.5.*raise the range's max"):
         sweep.run(write_params(in_tmp / "params.yaml", tiny))
     assert len(pd.read_csv(in_tmp / "reports/sweep/trials.csv")) == 2  # the two ends, kept
+
+
+def test_pruning_callback_reports_to_the_trial(tiny, in_tmp):
+    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], pruning=True)
+    frame = sweep.run(write_params(in_tmp / "params.yaml", tiny))
+    study = optuna.load_study(study_name=sweep.study_name(load_params(in_tmp / "params.yaml")),
+                              storage=f"sqlite:///{in_tmp}/optuna.db")
+    # PyTorchLightningPruningCallback reports to Optuna's pruner once per epoch (its granularity): 30 steps
+    # of 20 batches an epoch span epochs 0 and 1
+    assert all(sorted(t.intermediate_values) == [0, 1] for t in study.trials)
+    assert set(frame["state"]) <= {"COMPLETE", "PRUNED"}

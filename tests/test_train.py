@@ -73,3 +73,18 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(tiny_data, in_tmp, mon
     # a finished run rerun starts afresh (dvc repro -f), in a new MLflow run
     again = train_mod.train(p)
     assert again["run_id"] != info["run_id"] and again["steps"] == 30
+
+
+def test_training_is_deterministic(tiny_data):
+    p = dataclasses.replace(tiny_data, train=dataclasses.replace(tiny_data.train, max_steps=12, val_every_steps=6))
+    tables = train_mod.read_tables()[0]
+    first, _ = train_mod.fit(p, tables, logger=False, ckpt_dir=tiny_data_dir("a"), verbose=False)
+    second, _ = train_mod.fit(p, tables, logger=False, ckpt_dir=tiny_data_dir("b"), verbose=False)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def tiny_data_dir(name):
+    from pathlib import Path
+
+    return Path("checkpoints") / name
