@@ -27,9 +27,9 @@ TINY = {
     "evaluate": {"batch_size": 64, "n_samples": 5},
     "tracking": {"uri": None, "experiment": "tests"},
     "sweep": {"mode": "threshold", "study": "tests", "storage": None, "metric": "unseen_op_accuracy",
-              "target": 0.5, "instructions": [4, 32], "examples_per_instruction": None, "total_examples": None,
-              "skew": None, "seeds": [0], "max_trials": 3, "workers": 1, "max_retries": 2, "heartbeat_seconds": 30,
-              "pruning": False, "epochs": None, "bootstrap": 50, "confidence": 0.9},
+              "target": 0.5, "instructions": [4, 32], "axes": {}, "total_examples": None, "seeds": [0],
+              "max_trials": 3, "workers": 1, "max_retries": 2, "heartbeat_seconds": 30, "pruning": False,
+              "epochs": None, "bootstrap": 50, "confidence": 0.9},
 }
 
 

@@ -43,7 +43,11 @@ def test_propose_ends_then_bisection_then_around_the_crossing():
     ({"target": 1.5}, "sweep.target=1.5 must be between 0 and 1"),
     ({"max_trials": 2}, "at least 3 runs"),
     ({"mode": "grid", "instructions": [4, 4]}, "lists a value twice"),
-    ({"skew": [0.5, -1.0], "mode": "grid"}, "positive exponents"),
+    ({"axes": {"skew": [0.5, 0.5]}, "mode": "grid"}, "lists a value twice"),
+    ({"axes": {"noop_shares": [0.1]}}, "'noop_shares' is not a rewrite key .*did you mean 'noop_share'"),
+    ({"axes": {"seed": [1, 2]}}, "sweep.seeds"),
+    ({"axes": {"noop_share": ["half"]}}, "sweep.axes.noop_share='half' has the wrong type"),
+    ({"axes": {"noop_share": [0.1, 0.5]}}, "threshold mode searches I alone"),
     ({"mode": "random"}, "sweep.mode='random' has the wrong type"),
 ])
 def test_bad_sweep_settings(tiny, in_tmp, change, message):
@@ -56,7 +60,10 @@ def test_impossible_point_and_sqlite_workers_fail_before_training(tiny, in_tmp):
     tiny["sweep"].update(mode="grid", instructions=[4, 5000], total_examples=10_000)  # 5000 rules: too many
     with pytest.raises(ConfigError, match=r"sweep point \{'n_instructions': 5000.*allow only"):
         sweep.check(load_params(write_params(in_tmp / "params.yaml", tiny)))
-    tiny["sweep"].update(instructions=[4, 8], workers=2)
+    tiny["sweep"].update(mode="grid", instructions=[4, 8], axes={"skew": [1.0, -0.5]})
+    with pytest.raises(ConfigError, match=r"sweep point .*'skew': -0.5.*rewrite.skew=-0.5 must be a positive"):
+        sweep.check(load_params(write_params(in_tmp / "params.yaml", tiny)))
+    tiny["sweep"].update(instructions=[4, 8], axes={}, workers=2)
     with pytest.raises(ConfigError, match="SQLite serves one process"):
         sweep.check(load_params(write_params(in_tmp / "params.yaml", tiny)))
     out = subprocess.run([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, capture_output=True, text=True)
@@ -70,10 +77,11 @@ def completed_points(frame: pd.DataFrame, axes=("n_instructions", "seed")) -> li
 
 
 def test_grid_sweep_with_nested_mlflow_runs(tiny, in_tmp):
-    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], seeds=[0])
+    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], axes={"examples_per_instruction": [5, 10]})
     path = write_params(in_tmp / "params.yaml", tiny)
     frame = sweep.run(path)
-    assert completed_points(frame) == [(4, 0), (8, 0), (16, 0)]
+    axes = ("n_instructions", "examples_per_instruction", "seed")
+    assert completed_points(frame, axes) == [(i, s, 0) for i in (4, 8, 16) for s in (5, 10)]
     assert (in_tmp / "reports/sweep/trials.csv").is_file()
 
     params = load_params(path)
@@ -82,19 +90,22 @@ def test_grid_sweep_with_nested_mlflow_runs(tiny, in_tmp):
     client = mlflow.MlflowClient(f"sqlite:///{in_tmp}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("tests")
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
-    assert len(children) == 3
+    assert len(children) == 6
     for run in children:
         trial = study.trials[int(run.data.tags["optuna.trial"])]
         assert run.data.params["rewrite.n_instructions"] == str(trial.params["n_instructions"])
+        assert run.data.params["rewrite.examples_per_instruction"] == str(trial.params["examples_per_instruction"])
+        assert run.data.params["rewrite.total_examples"] == "None"  # S given: N = I x S
         assert run.data.metrics["test/unseen_op_accuracy"] == trial.user_attrs["unseen_op_accuracy"]
         assert run.data.tags["data.train.sha256"] == trial.user_attrs["data_sha256"]
     # the same command again resumes a finished study: nothing reruns
-    assert len(sweep.run(path)) == 3
+    assert len(sweep.run(path)) == 6
 
-    result = estimate.run(params.sweep, sweep.TRIALS_PATH)  # fits three points, whatever they are
-    assert result["n_trials"] == 3
+    result = estimate.run(params.sweep, sweep.TRIALS_PATH)  # fits the points, whatever they are
+    assert result["n_trials"] == 6
     assert json.loads((in_tmp / "reports/threshold.json").read_text())["target"] == 0.5
     assert (in_tmp / "reports/sweep/phase_diagram.png").stat().st_size > 10_000
+    assert (in_tmp / "reports/sweep/heatmap.png").is_file()  # I x S
 
 
 def synthetic(midpoint: float):

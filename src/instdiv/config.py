@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import types
 import typing
@@ -187,9 +188,10 @@ class SweepConfig:
     metric: Literal["unseen_op_accuracy", "unseen_accuracy", "seen_accuracy"] = "unseen_op_accuracy"
     target: float = 0.5
     instructions: list[int] = field(default_factory=lambda: [16, 1024])  # threshold: [min, max]; grid: values
-    examples_per_instruction: list[int] | None = None  # grid axis S; null: the budget N fixed
+    # More grid axes: `rewrite` keys and their values, e.g. {examples_per_instruction: [10, 100]} (S instead of
+    # the budget N), {skew: [1.0, 0.2, 0.03]}, {noop_share: [0.1, 0.5]}. Threshold mode takes one value each.
+    axes: dict[str, list] = field(default_factory=dict)
     total_examples: int | None = None  # the trials' budget N = I x S; null: rewrite's
-    skew: list[float] | None = None  # grid axis a; null: rewrite.skew
     seeds: list[int] = field(default_factory=lambda: [0])  # grid: every point once per seed
     max_trials: int = 7  # threshold mode's budget of training runs
     workers: int = 1  # processes started by one command; start the command on more machines to add more
@@ -205,22 +207,31 @@ class SweepConfig:
         _positive(self, s, "max_trials", "workers", "heartbeat_seconds", "bootstrap")
         if not self.instructions or min(self.instructions) <= 0:
             raise ConfigError(f"{s}.instructions={self.instructions} must list positive instruction counts")
+        hints = typing.get_type_hints(RewriteConfig)
+        for key, values in self.axes.items():
+            if key in ("n_instructions", "seed"):
+                raise ConfigError(f"sweep.axes: '{key}' has its own setting: sweep.instructions and sweep.seeds")
+            if key not in hints:
+                close = difflib.get_close_matches(key, list(hints), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"sweep.axes: '{key}' is not a rewrite key an axis can vary{hint}")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"sweep.axes.{key}={values!r}: give a non-empty list of values")
+            for value in values:
+                _check_type(value, hints[key], f"sweep.axes.{key}")
+            if len({json.dumps(v) for v in values}) != len(values):
+                raise ConfigError(f"sweep.axes.{key}={values} lists a value twice")
         if self.mode == "threshold":
             if len(self.instructions) != 2 or self.instructions[0] >= self.instructions[1]:
                 raise ConfigError(f"{s}.instructions={self.instructions}: threshold mode searches a range; give "
                                   "[min, max] with min < max (or use mode: grid for a list)")
             if self.max_trials < 3:
                 raise ConfigError(f"{s}.max_trials={self.max_trials}: a logistic fit needs at least 3 runs")
-            if self.examples_per_instruction and len(self.examples_per_instruction) > 1 or \
-                    self.skew and len(self.skew) > 1:
-                raise ConfigError(f"{s}: threshold mode searches I alone; give at most one "
-                                  "examples_per_instruction and one skew, or use mode: grid")
+            if any(len(values) > 1 for values in self.axes.values()):
+                raise ConfigError(f"{s}.axes: threshold mode searches I alone; give one value per axis, or use "
+                                  "mode: grid")
         if len(set(self.instructions)) != len(self.instructions):
             raise ConfigError(f"{s}.instructions={self.instructions} lists a value twice")
-        if self.examples_per_instruction is not None and min(self.examples_per_instruction, default=0) <= 0:
-            raise ConfigError(f"{s}.examples_per_instruction must list positive counts (or be null)")
-        if self.skew is not None and min(self.skew, default=0) <= 0:
-            raise ConfigError(f"{s}.skew must list positive exponents (or be null)")
         if not 0.0 < self.target < 1.0:
             raise ConfigError(f"{s}.target={self.target} must be between 0 and 1 (an accuracy)")
         if not 0.5 <= self.confidence < 1.0:
@@ -309,6 +320,8 @@ def _matches(value: Any, annotation: Any) -> bool:
         return value in args
     if origin is list:
         return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) for k in value)
     if annotation is type(None):
         return value is None
     if annotation is float:
@@ -327,6 +340,8 @@ def _describe(annotation: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin is list:
         return f"a list of {_describe(args[0])}"
+    if origin is dict:
+        return "a mapping"
     if annotation is type(None):
         return "null"
     return annotation.__name__

@@ -99,8 +99,7 @@ def run(cfg: SweepConfig, trials_path: Path) -> dict:
     THRESHOLD_PATH.parent.mkdir(parents=True, exist_ok=True)
     THRESHOLD_PATH.write_text(json.dumps(est, indent=2) + "\n")
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    cols = ["n_instructions", "seen_accuracy", "unseen_accuracy", "unseen_op_accuracy",
-            "examples_per_instruction", "skew", "seed"]
+    cols = ["n_instructions", "seen_accuracy", "unseen_accuracy", "unseen_op_accuracy", *cfg.axes, "seed"]
     done.sort_values("n_instructions")[[c for c in cols if c in done]].to_csv(POINTS_PATH, index=False)
     grid = np.geomspace(done["n_instructions"].min(), done["n_instructions"].max(), 60)
     if est["fit"]:
@@ -108,7 +107,7 @@ def run(cfg: SweepConfig, trials_path: Path) -> dict:
         fitted = logistic(np.log(grid), f["plateau"], f["steepness"], f["midpoint_log_i"])
         pd.DataFrame({"n_instructions": grid.round(1), "fit": fitted.round(4)}).to_csv(FIT_PATH, index=False)
     phase_diagram(done, est, cfg.metric)
-    heatmap(done, cfg.metric)
+    heatmap(done, cfg.metric, list(cfg.axes))
     return est
 
 
@@ -158,9 +157,9 @@ def phase_diagram(done: pd.DataFrame, est: dict, metric: str) -> None:
     plt.close(fig)
 
 
-def heatmap(done: pd.DataFrame, metric: str) -> None:
-    """Mean metric over I x (examples per instruction or skew), when the study spans two axes."""
-    second = next((a for a in ("examples_per_instruction", "skew") if a in done and done[a].nunique() > 1), None)
+def heatmap(done: pd.DataFrame, metric: str, axes: list[str]) -> None:
+    """Mean metric over I x the first other axis that varies (S, skew, ...), when the study spans two."""
+    second = next((a for a in axes if a in done and done[a].nunique() > 1), None)
     if second is None:
         HEATMAP_PATH.unlink(missing_ok=True)
         return

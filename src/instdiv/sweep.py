@@ -42,7 +42,6 @@ from instdiv.tracking import artifact_location, flatten, git_commit, repo_root, 
 TRIALS_PATH = Path("reports/sweep/trials.csv")
 # Heartbeats, stale-trial failing and the retry callback are marked experimental; they are the mechanism.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-AXES = ("n_instructions", "examples_per_instruction", "skew", "seed")
 _READY_TIMEOUT_S = 300
 
 
@@ -64,28 +63,37 @@ def study_name(params: Params) -> str:
     return f"{s.study}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
+def encode(value):
+    """An axis value as Optuna stores categorical choices: scalars as they are, [min, max] pairs as JSON."""
+    return json.dumps(value) if isinstance(value, list) else value
+
+
+def decode(value):
+    return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
+
+
+def axis_names(params: Params) -> list[str]:
+    return ["n_instructions", *params.sweep.axes, "seed"]
+
+
 def trial_params(params: Params, point: dict) -> Params:
     """The full settings of one trial: the base sections with the point's axes substituted."""
     r, s = params.rewrite, params.sweep
-    changes = {"n_instructions": point["n_instructions"], "seed": point["seed"]}
+    changes = {key: decode(point[key]) for key in axis_names(params) if key in point}
     if s.total_examples is not None:
-        changes.update(total_examples=s.total_examples, examples_per_instruction=None)
-    if point.get("examples_per_instruction") is not None:
-        changes.update(examples_per_instruction=point["examples_per_instruction"], total_examples=None)
-    if "skew" in point:
-        changes["skew"] = point["skew"]
+        changes.setdefault("total_examples", s.total_examples)
+    if changes.get("total_examples") is not None:
+        changes.setdefault("examples_per_instruction", None)
+    if changes.get("examples_per_instruction") is not None:
+        changes["total_examples"] = None  # S given: N = I x S
     train = dataclasses.replace(params.train, seed=point["seed"], epochs=s.epochs or params.train.epochs)
     return dataclasses.replace(params, rewrite=dataclasses.replace(r, **changes), train=train)
 
 
 def grid_points(params: Params) -> list[dict]:
     s = params.sweep
-    axes = {"n_instructions": sorted(s.instructions)}
-    if s.examples_per_instruction:
-        axes["examples_per_instruction"] = s.examples_per_instruction
-    if s.skew:
-        axes["skew"] = s.skew
-    axes["seed"] = s.seeds
+    axes = {"n_instructions": sorted(s.instructions),
+            **{key: [encode(v) for v in values] for key, values in s.axes.items()}, "seed": s.seeds}
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
@@ -98,9 +106,7 @@ def check(params: Params) -> None:
     if s.mode == "grid":
         points = grid_points(params)
     else:
-        base = {"seed": s.seeds[0], "examples_per_instruction": (s.examples_per_instruction or [None])[0]}
-        if s.skew:
-            base["skew"] = s.skew[0]
+        base = {"seed": s.seeds[0], **{key: encode(values[0]) for key, values in s.axes.items()}}
         points = [{**base, "n_instructions": i} for i in s.instructions]
     for point in points:
         cfg = trial_params(params, point).rewrite
@@ -273,11 +279,8 @@ def objective(trial: optuna.Trial, params: Params) -> float:
     s = params.sweep
     point = {"n_instructions": trial.suggest_int("n_instructions", min(s.instructions), max(s.instructions),
                                                  log=True)}
-    if s.examples_per_instruction:
-        point["examples_per_instruction"] = trial.suggest_categorical("examples_per_instruction",
-                                                                      s.examples_per_instruction)
-    if s.skew:
-        point["skew"] = trial.suggest_categorical("skew", s.skew)
+    for key, values in s.axes.items():
+        point[key] = trial.suggest_categorical(key, [encode(v) for v in values])
     point["seed"] = trial.suggest_categorical("seed", s.seeds)
     p = trial_params(params, point)
     start = time.time()
@@ -405,7 +408,7 @@ def run(params_path: str | Path) -> pd.DataFrame:
         if any(proc.exitcode for proc in procs):
             raise RuntimeError(f"a sweep worker failed (exit codes {[p.exitcode for p in procs]})")
     study = optuna.load_study(study_name=study_name(params), storage=open_storage(params))
-    frame = trials_frame(study)
+    frame = trials_frame(study, axis_names(params))
     TRIALS_PATH.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(TRIALS_PATH, index=False)
     complete = frame[frame["state"] == "COMPLETE"] if len(frame) else frame
@@ -439,11 +442,11 @@ def _dashboard_arg(params: Params) -> str:
     return url.removeprefix("journal:") if url.startswith("journal:") else url
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
+def trials_frame(study: optuna.Study, axes: list[str]) -> pd.DataFrame:
     """One row per trial: state, axes, accuracies, the MLflow run; what the estimate stage reads."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        row = {"number": t.number, "state": t.state.name, **{a: t.params.get(a) for a in AXES},
+        row = {"number": t.number, "state": t.state.name, **{a: t.params.get(a) for a in axes},
                "retry_of": t.system_attrs.get("failed_trial")}
         row.update({k: v for k, v in t.user_attrs.items()})
         rows.append(row)
