@@ -110,6 +110,17 @@ def estimate(params: ParamsOpt = Path("params.yaml")):
 
 @app.command()
 @friendly
+def experiment(name: str, params: ParamsOpt = Path("params.yaml")):
+    """Run one of the paper's experiments (experiments/<name>.yaml); write reports/<name>/ and reports/index.md."""
+    from instdiv import experiments
+
+    metrics = experiments.run(name, params)
+    typer.echo(f"experiment {name}: {metrics['trials']} training runs; see reports/{name}/figure.png and "
+               "reports/index.md")
+
+
+@app.command()
+@friendly
 def dashboard(params: ParamsOpt = Path("params.yaml"),
               port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080):
     """Serve optuna-dashboard for the sweep's storage on 127.0.0.1."""

@@ -207,6 +207,18 @@ def split_counts(total: int, parts: int, skew: float | None = None, minimum: int
     return counts + minimum
 
 
+def effective_instructions(counts: np.ndarray) -> float:
+    """exp(entropy) of the examples' distribution over instructions: I when uniform, 1 when one rule has all."""
+    p = counts[counts > 0] / counts.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def instructions_holding(counts: np.ndarray, share: float = 0.99) -> int:
+    """How many of the most frequent instructions hold `share` of the examples."""
+    ordered = np.sort(counts)[::-1]
+    return int(np.searchsorted(np.cumsum(ordered), share * ordered.sum()) + 1)
+
+
 def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
     """All splits for a config; the same config gives the same tables."""
     cfg.validate()

@@ -384,8 +384,8 @@ def work(params_path: str, worker: int = 0, threads: int | None = None) -> int:
         ran += 1
 
 
-def run(params_path: str | Path) -> pd.DataFrame:
-    """The `sweep` stage: start `sweep.workers` workers on the study, then write reports/sweep/trials.csv."""
+def run(params_path: str | Path, out: Path = TRIALS_PATH) -> pd.DataFrame:
+    """The `sweep` stage: start `sweep.workers` workers on the study, then write its trials to `out`."""
     params = load_params(params_path)
     check(params)
     s = params.sweep
@@ -409,8 +409,8 @@ def run(params_path: str | Path) -> pd.DataFrame:
             raise RuntimeError(f"a sweep worker failed (exit codes {[p.exitcode for p in procs]})")
     study = optuna.load_study(study_name=study_name(params), storage=open_storage(params))
     frame = trials_frame(study, axis_names(params))
-    TRIALS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(TRIALS_PATH, index=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
     complete = frame[frame["state"] == "COMPLETE"] if len(frame) else frame
     if s.mode == "grid":
         missing = [p for p in grid_points(params)
