@@ -71,3 +71,23 @@ def test_tiny_experiment_end_to_end(tiny, in_tmp, axis, values, x, series):
     index = (in_tmp / "reports/index.md").read_text()
     assert "## Tiny" in index and "tiny/figure.png" in index and "The paper's finding." in index
     assert yaml.safe_load((in_tmp / "reports/tiny/params.yaml").read_text())["rewrite"]["total_examples"] == 400
+
+
+def test_experiment_stages_are_declared_apart_from_the_default_pipeline():
+    """`dvc repro` (dvc.yaml) leaves the long experiments alone; experiments/dvc.yaml has one stage each."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    dvc = os.path.join(os.path.dirname(sys.executable), "dvc")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    listed = subprocess.run([dvc, "stage", "list", "experiments/dvc.yaml", "--name-only"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    declared = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml") if p.name != "dvc.yaml")
+    assert sorted(line.split("@")[1] for line in listed.stdout.split()) == declared
+    default = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert not any(line.startswith("experiment") for line in default.stdout.split())

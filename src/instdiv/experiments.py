@@ -44,7 +44,7 @@ class ExperimentConfig:
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.name != "dvc.yaml")
 
 
 def load(name: str, params_path: str | Path = "params.yaml") -> tuple[ExperimentConfig, Params]:
