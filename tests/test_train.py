@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -78,13 +79,7 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(tiny_data, in_tmp, mon
 def test_training_is_deterministic(tiny_data):
     p = dataclasses.replace(tiny_data, train=dataclasses.replace(tiny_data.train, max_steps=12, val_every_steps=6))
     tables = train_mod.read_tables()[0]
-    first, _ = train_mod.fit(p, tables, logger=False, ckpt_dir=tiny_data_dir("a"), verbose=False)
-    second, _ = train_mod.fit(p, tables, logger=False, ckpt_dir=tiny_data_dir("b"), verbose=False)
+    first, _ = train_mod.fit(p, tables, logger=False, ckpt_dir=Path("checkpoints/a"), verbose=False)
+    second, _ = train_mod.fit(p, tables, logger=False, ckpt_dir=Path("checkpoints/b"), verbose=False)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name
-
-
-def tiny_data_dir(name):
-    from pathlib import Path
-
-    return Path("checkpoints") / name

@@ -47,8 +47,8 @@ def names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.name != "dvc.yaml")
 
 
-def load(name: str, params_path: str | Path = "params.yaml") -> tuple[ExperimentConfig, Params]:
-    """The experiment's declaration and the full params it runs with (params.yaml + its overrides)."""
+def declaration(name: str) -> ExperimentConfig:
+    """experiments/<name>.yaml, validated; keys left out take the defaults."""
     path = EXPERIMENTS_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"no experiment '{name}' ({path} not found); known: {', '.join(names()) or 'none'}")
@@ -56,7 +56,13 @@ def load(name: str, params_path: str | Path = "params.yaml") -> tuple[Experiment
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    exp = section_from_dict(ExperimentConfig, {**dataclasses.asdict(ExperimentConfig()), **raw}, str(path))
+    return section_from_dict(ExperimentConfig, {**dataclasses.asdict(ExperimentConfig()), **raw}, str(path))
+
+
+def load(name: str, params_path: str | Path = "params.yaml") -> tuple[ExperimentConfig, Params]:
+    """The experiment's declaration and the full params it runs with (params.yaml + its overrides)."""
+    exp = declaration(name)
+    path = EXPERIMENTS_DIR / f"{name}.yaml"
     base = yaml.safe_load(Path(params_path).read_text())
     for section, values in exp.params.items():
         if section not in base or not isinstance(values, dict):
@@ -145,9 +151,7 @@ def write_index() -> None:
         out = REPORTS_DIR / name
         if not (out / "metrics.json").is_file():
             continue
-        exp = section_from_dict(ExperimentConfig, {**dataclasses.asdict(ExperimentConfig()),
-                                                   **yaml.safe_load((EXPERIMENTS_DIR / f"{name}.yaml").read_text())},
-                                name)
+        exp = declaration(name)
         metrics = json.loads((out / "metrics.json").read_text())
         lines += [f"## {exp.title}", "", f"`dvc repro experiments/dvc.yaml:experiment@{name}`: "
                   f"{metrics['trials']} training runs, {metrics['training_minutes']} minutes of training.", "",
