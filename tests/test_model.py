@@ -25,7 +25,7 @@ def test_tokenizer_round_trip():
 
 
 def test_training_targets_cover_output_and_eos_only():
-    x, y = tok.training_tensors(["ab"], ["c"], ["xaby"], ["xcy"], block_size=14)
+    x, y = tok.training_tensors([tok.prompt_text("ab", "c", "xaby")], ["xcy"], block_size=14)
     prompt = tok.prompt_text("ab", "c", "xaby")
     kept = y[0][y[0] != tok.IGNORE].tolist()
     assert tok.decode(kept) == "xcy" and kept[-1] == tok.EOS_ID
@@ -58,7 +58,7 @@ def test_tiny_model_overfits_tiny_set():
     table = rewrite.generate(cfg)["train"]
     d = table.to_pydict()
     _, block = tok.sequence_lengths(cfg)
-    x, y = tok.training_tensors(d["pattern"], d["replacement"], d["input"], d["output"], block)
+    x, y = tok.training_tensors(tok.prompts(d), d["output"], block)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=len(tok.VOCAB), block_size=block, n_layer=2, n_head=2, d_model=64))
     opt = model.configure_optimizer(lr=3e-3, weight_decay=0.0)

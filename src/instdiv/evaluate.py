@@ -35,7 +35,7 @@ class EvalSet:
     def from_table(cls, table: pa.Table, cfg: RewriteConfig) -> "EvalSet":
         d = table.to_pydict()
         width, _ = tok.sequence_lengths(cfg)
-        prompts, mask = tok.prompt_tensors(d["pattern"], d["replacement"], d["input"], width)
+        prompts, mask = tok.prompt_tensors(tok.prompts(d), width)
         targets = tok.encode_padded([o + tok.EOS for o in d["output"]], cfg.max_output_length + 1)
         return cls(prompts, mask, torch.from_numpy(targets), torch.tensor(d["is_noop"], dtype=torch.bool))
 
@@ -114,10 +114,11 @@ def score(model: GPT, tables: dict[str, pa.Table], cfg: RewriteConfig, batch_siz
 
 
 def evaluate(rcfg: RewriteConfig, ecfg: EvaluateConfig, uri: str | None = None) -> dict:
-    """The `evaluate` stage: score test_seen and test_unseen; write metrics and a sample of predictions."""
+    """The `evaluate` stage: score every test split; write metrics and a sample of predictions."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     manifest = rewrite.read_manifest()
-    tables = {name: rewrite.read_split(f"test_{name}", manifest=manifest) for name in ("seen", "unseen")}
+    tables = rewrite.test_sets({name: rewrite.read_split(name, manifest=manifest) for name in manifest["files"]
+                                if name.startswith("test_")})
     model = load_model(device=device)
     metrics, samples = score(model, tables, rcfg, ecfg.batch_size, device, ecfg.n_samples)
     METRICS_PATH.parent.mkdir(parents=True, exist_ok=True)

@@ -254,6 +254,11 @@ def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
     return tables
 
 
+def test_sets(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """The test splits by the name their metrics take: test_seen -> seen, test_small_k -> small_k, ..."""
+    return {name.removeprefix("test_"): t for name, t in tables.items() if name.startswith("test_")}
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 def sha256(path: Path) -> str:

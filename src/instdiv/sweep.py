@@ -310,8 +310,7 @@ def objective(trial: optuna.Trial, params: Params) -> float:
             callbacks.append(PyTorchLightningPruningCallback(trial, monitor=MONITOR))
         model, info = fit(p, tables, logger, Path(tmp) / "checkpoints", callbacks=callbacks, verbose=False)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        metrics, _ = score(model.to(device), {"seen": tables["test_seen"], "unseen": tables["test_unseen"]},
-                           p.rewrite, 512, device)
+        metrics, _ = score(model.to(device), rewrite.test_sets(tables), p.rewrite, 512, device)
     for key, value in metrics.items():
         client.log_metric(run_id, f"test/{key}", value)
         trial.set_user_attr(key, value)

@@ -1,5 +1,8 @@
 """Character tokenizer and the sequence layout `pattern > replacement | input = output $`.
 
+Encrypted rewriting puts the rule's cipher key (a letter: a = shift 0, b = 1, ...) into the instruction:
+`pattern > replacement | key | input = output $`.
+
 Every character is one token. The vocabulary is fixed (all 26 letters whatever the alphabet size), so a
 model trained on one alphabet can be evaluated on another without remapping.
 """
@@ -21,8 +24,18 @@ _LUT = np.full(256, -1, dtype=np.int64)
 _LUT[np.frombuffer(VOCAB.encode("ascii"), dtype=np.uint8)] = np.arange(len(VOCAB))
 
 
-def prompt_text(pattern: str, replacement: str, text: str) -> str:
-    return f"{pattern}{ARROW}{replacement}{BAR}{text}{EQUALS}"
+def prompt_text(pattern: str, replacement: str, text: str, key: int | None = None) -> str:
+    rule = f"{pattern}{ARROW}{replacement}"
+    if key is not None:
+        rule += f"{BAR}{ALPHABET[key]}"
+    return f"{rule}{BAR}{text}{EQUALS}"
+
+
+def prompts(columns: dict) -> list[str]:
+    """The prompts of a table's rows (its `to_pydict()`), with the cipher key where the table has one."""
+    keys = columns.get("key") or [None] * len(columns["pattern"])
+    return [prompt_text(p, r, t, k) for p, r, t, k in
+            zip(columns["pattern"], columns["replacement"], columns["input"], keys)]
 
 
 def encode(text: str) -> list[int]:
@@ -59,9 +72,8 @@ def encode_padded(texts: list[str], width: int, left: bool = False) -> np.ndarra
     return out
 
 
-def training_tensors(patterns, replacements, inputs, outputs, block_size: int) -> tuple[torch.Tensor, ...]:
+def training_tensors(prompts: list[str], outputs: list[str], block_size: int) -> tuple[torch.Tensor, ...]:
     """Inputs x and targets y of shape (n, block_size); y is IGNORE except on the output and its EOS."""
-    prompts = [prompt_text(p, r, t) for p, r, t in zip(patterns, replacements, inputs)]
     full = [p + o + EOS for p, o in zip(prompts, outputs)]
     ids = encode_padded(full, block_size + 1)
     x, y = ids[:, :-1].copy(), ids[:, 1:].copy()
@@ -71,10 +83,9 @@ def training_tensors(patterns, replacements, inputs, outputs, block_size: int) -
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def prompt_tensors(patterns, replacements, inputs, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def prompt_tensors(prompts: list[str], width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompts (so every row ends where generation starts) and their non-padding mask."""
-    ids = encode_padded([prompt_text(p, r, t) for p, r, t in zip(patterns, replacements, inputs)], width,
-                        left=True)
+    ids = encode_padded(prompts, width, left=True)
     ids = torch.from_numpy(ids)
     return ids, ids != PAD_ID
 

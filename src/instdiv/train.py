@@ -112,7 +112,7 @@ def choose_precision(tcfg: TrainConfig, mcfg: ModelConfig) -> str:
 def train_tensors(table, rcfg: RewriteConfig) -> TensorDataset:
     d = table.to_pydict()
     _, block = tok.sequence_lengths(rcfg)
-    x, y = tok.training_tensors(d["pattern"], d["replacement"], d["input"], d["output"], block)
+    x, y = tok.training_tensors(tok.prompts(d), d["output"], block)
     # Narrow dtypes: the vocabulary fits a byte and 10^6 rows then take megabytes, not a gigabyte.
     return TensorDataset(x.to(torch.uint8), y.to(torch.int16))
 
@@ -158,7 +158,7 @@ def loaders(params: Params, tables: dict[str, pa.Table]):
 def read_tables(data_dir: Path = rewrite.DATA_DIR) -> tuple[dict[str, pa.Table], dict]:
     """Every split, each checked against the manifest's SHA-256: a corrupt file stops here, not mid-run."""
     manifest = rewrite.read_manifest(data_dir)
-    return {name: rewrite.read_split(name, data_dir, manifest) for name in rewrite.SPLITS}, manifest
+    return {name: rewrite.read_split(name, data_dir, manifest) for name in manifest["files"]}, manifest
 
 
 def fit(params: Params, tables: dict[str, pa.Table], logger, ckpt_dir: Path, resume: bool = False,
