@@ -54,6 +54,17 @@ class RewriteConfig:
     n_test_examples: int = 2_000
     n_valid_examples: int = 512
     seed: int = 0
+    # Semantic families (paper Exp. 4; instdiv/families.py): null for unconstrained rules, or the families
+    # rules are drawn from; a rule's pattern and replacement share one family and one k drawn from family_k.
+    # Adds the test splits small_k (k below family_k) and unconstrained (ordinary random rules).
+    families: list[str] | None = None
+    family_k: IntOrRange | None = None
+    # Occurrence variety (paper v1, Table 1): null for one pattern placed at random (more may occur by
+    # chance), or the numbers of occurrences a training input holds exactly (each op row draws one).
+    occurrences: list[int] | None = None
+    test_occurrences: IntOrRange | None = None  # the same for validation and test inputs; null: occurrences
+    # Encrypted rewriting (paper Fig. 5): every output, no-ops included, is letter-shifted by the rule's key.
+    encrypt: bool = False
 
     def validate(self) -> None:
         s = "rewrite"
@@ -87,6 +98,57 @@ class RewriteConfig:
         if self.noop_share > 0 and self.alphabet_size == 1:
             raise ConfigError(f"{s}.noop_share={self.noop_share} is impossible with alphabet_size=1: every "
                               "input contains every pattern; set noop_share: 0 or a larger alphabet")
+        self._validate_families()
+        self._validate_occurrences()
+        if self.encrypt and self.alphabet_size < 2:
+            raise ConfigError(f"{s}.encrypt needs alphabet_size >= 2: a letter shift of a one-letter alphabet "
+                              "changes nothing")
+
+    def _validate_families(self) -> None:
+        from instdiv.families import FAMILIES
+
+        s = "rewrite"
+        if self.families is None:
+            if self.family_k is not None:
+                raise ConfigError(f"{s}.family_k={self.family_k} is set but {s}.families is null; name the "
+                                  f"families (one or more of {', '.join(FAMILIES)}) or set family_k: null")
+            return
+        if not self.families or len(set(self.families)) != len(self.families):
+            raise ConfigError(f"{s}.families={self.families}: give distinct family names, or null")
+        for name in self.families:
+            if name not in FAMILIES:
+                raise ConfigError(f"{s}.families: unknown family '{name}'; known: {', '.join(FAMILIES)} "
+                                  "(a new one is one function in instdiv/families.py)")
+        if self.family_k is None:
+            raise ConfigError(f"{s}.families is set: give {s}.family_k, the range of k to train on, e.g. [3, 4]")
+        lo, hi = _check_range(self, s, "family_k")
+        shortest = min(as_range(self.pattern_length)[0], as_range(self.replacement_length)[0])
+        if hi > shortest:
+            raise ConfigError(f"{s}.family_k={self.family_k} does not fit: a member of a family is a base of "
+                              f"L // k >= 1 letters shaped by k, and the shortest pattern or replacement has "
+                              f"L = {shortest} (pattern_length={self.pattern_length}, replacement_length="
+                              f"{self.replacement_length}); lower family_k or lengthen both (and input_length)")
+
+    def _validate_occurrences(self) -> None:
+        s = "rewrite"
+        longest = as_range(self.pattern_length)[1]
+        if self.occurrences is not None:
+            if not self.occurrences or len(set(self.occurrences)) != len(self.occurrences) or \
+                    min(self.occurrences) < 1:
+                raise ConfigError(f"{s}.occurrences={self.occurrences}: give distinct counts >= 1, or null")
+        if self.test_occurrences is not None:
+            _check_range(self, s, "test_occurrences")
+        for key in ("occurrences", "test_occurrences"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            most = max(value) if key == "occurrences" else as_range(value)[1]
+            # n copies need n - 1 letters between them: a self-overlapping pattern ("aa") placed back to
+            # back would occur more than n times.
+            if most * longest + most - 1 > self.input_length:
+                raise ConfigError(f"{s}.{key}={value}: {most} occurrences of a {longest}-letter pattern, "
+                                  f"with a letter between them, need input_length >= {most * longest + most - 1}"
+                                  f" (it is {self.input_length}); lengthen the input or lower {key}")
 
     @property
     def train_examples(self) -> int:
@@ -95,8 +157,16 @@ class RewriteConfig:
         return self.n_instructions * self.examples_per_instruction
 
     @property
+    def shortest_pattern(self) -> int:
+        """The shortest pattern any split can hold: family members may be shorter than pattern_length."""
+        lo = as_range(self.pattern_length)[0]
+        if self.families is None:
+            return lo
+        return min((lo // k) * k for k in range(1, as_range(self.family_k)[1] + 1))
+
+    @property
     def max_output_length(self) -> int:
-        return self.input_length - as_range(self.pattern_length)[0] + as_range(self.replacement_length)[1]
+        return self.input_length - self.shortest_pattern + as_range(self.replacement_length)[1]
 
 
 @dataclass(frozen=True)

@@ -93,4 +93,6 @@ def prompt_tensors(prompts: list[str], width: int) -> tuple[torch.Tensor, torch.
 def sequence_lengths(cfg: RewriteConfig) -> tuple[int, int]:
     """(prompt width, block size) for a RewriteConfig: the longest prompt, and prompt + output + EOS - 1."""
     prompt = as_range(cfg.pattern_length)[1] + as_range(cfg.replacement_length)[1] + cfg.input_length + 3
+    if cfg.encrypt:
+        prompt += 2  # the key letter and its separator
     return prompt, prompt + cfg.max_output_length
