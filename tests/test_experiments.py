@@ -37,6 +37,13 @@ def test_effective_instructions():
     ({"title": "t", "params": {"sweep": {"mode": "grid", "epoch": 3}}}, "unknown key 'epoch'; did you mean 'epochs'"),
     ({"title": "t", "xx": 1}, "unknown key 'xx'"),
     ({"params": {}}, "give it a title"),
+    ({"title": "t", "metrics": ["unseen_op"]}, "'unseen_op' is not <test split>_accuracy"),
+    ({"title": "t", "scale": "huge"}, "scale='huge' has the wrong type"),
+    ({"title": "t", "paper_table": {"columns": [1]}}, "paper_table: give columns"),
+    ({"title": "t", "paper_table": {"columns": [1], "rows": {}}, "params": {"sweep": {"mode": "grid"}}},
+     "one column per value of n_instructions"),
+    ({"title": "t", "panel": "family_k", "params": {"sweep": {"mode": "grid", "instructions": [4, 8]}}},
+     "'family_k' is not an axis"),
 ])
 def test_bad_declarations(tiny, in_tmp, fields, message):
     write_params(in_tmp / "params.yaml", tiny)
@@ -47,21 +54,34 @@ def test_bad_declarations(tiny, in_tmp, fields, message):
         experiments.load("nope")
 
 
-@pytest.mark.parametrize("axis,values,x,series", [
-    ("noop_share", [0.1, 0.5], "n_instructions", "noop_share"),
-    ("skew", [1.0, 0.1], "skew", "n_instructions"),
-])
-def test_tiny_experiment_end_to_end(tiny, in_tmp, axis, values, x, series):
+TINY_FAMILIES = {"pattern_length": 4, "replacement_length": 4, "input_length": 8}
+TINY_OCCURRENCES = {"input_length": 9, "test_occurrences": [1, 3]}
+
+
+@pytest.mark.parametrize("axes,x,series,panel,metrics,rewrite_changes", [
+    ({"noop_share": [0.1, 0.5]}, "n_instructions", "noop_share", None, ["unseen_op_accuracy"], {}),
+    ({"skew": [1.0, 0.1]}, "skew", "n_instructions", None, ["unseen_op_accuracy"], {}),
+    ({"families": [["repeat"], ["periodic", "mirror"]], "family_k": [[3, 4]]}, "family_k", "families",
+     "n_instructions", ["small_k_op_accuracy", "unconstrained_op_accuracy"], TINY_FAMILIES),
+    ({"occurrences": [[1], [1, 3]]}, "n_instructions", "occurrences", None, ["unseen_op_accuracy"],
+     TINY_OCCURRENCES),
+    ({"total_examples": [400, 200], "skew": [1.0, 0.1]}, "n_instructions", "skew", "total_examples",
+     ["unseen_op_accuracy", "unseen_noop_accuracy"], {"noop_share": 0.4, "encrypt": True}),
+], ids=["noop", "skew", "families", "occurrences", "encrypted"])
+def test_tiny_experiment_end_to_end(tiny, in_tmp, axes, x, series, panel, metrics, rewrite_changes):
     write_params(in_tmp / "params.yaml", tiny)
-    declare(in_tmp, "tiny", title="Tiny", paper="The paper's finding.", x=x, series=series,
-            params={"sweep": {"mode": "grid", "study": "exp-tiny", "instructions": [4, 8], "axes": {axis: values}},
-                    "rewrite": {"total_examples": 400}})
-    metrics = experiments.run("tiny")
-    assert metrics["trials"] == 4
+    declare(in_tmp, "tiny", title="Tiny", paper="The paper's finding.", x=x, series=series, panel=panel,
+            metrics=metrics, params={"sweep": {"mode": "grid", "study": "exp-tiny", "instructions": [4, 8],
+                                               "axes": axes},
+                                     "rewrite": {"total_examples": 400, **rewrite_changes}})
+    result = experiments.run("tiny")
+    combos = 2 * int(np.prod([len(v) for v in axes.values()]))
+    assert result["trials"] == combos
     points = pd.read_csv(in_tmp / "reports/tiny/points.csv")
-    assert sorted(zip(points["n_instructions"], points[axis])) == sorted((i, v) for i in (4, 8) for v in values)
-    assert set(points["seeds"]) == {1}
-    if axis == "skew":
+    assert len(points) == combos and set(points["seeds"]) == {1}
+    for metric in metrics:
+        assert points[metric].between(0, 1).all()
+    if "skew" in axes:
         assert (points["effective_instructions"] <= points["n_instructions"] + 1e-6).all()
         assert (points["instructions_holding_99pct"] <= points["n_instructions"]).all()
     trials = pd.read_csv(in_tmp / "reports/tiny/trials.csv")
@@ -71,6 +91,60 @@ def test_tiny_experiment_end_to_end(tiny, in_tmp, axis, values, x, series):
     index = (in_tmp / "reports/index.md").read_text()
     assert "## Tiny" in index and "tiny/figure.png" in index and "The paper's finding." in index
     assert yaml.safe_load((in_tmp / "reports/tiny/params.yaml").read_text())["rewrite"]["total_examples"] == 400
+
+
+def test_paper_table_beside_ours(tiny, in_tmp):
+    """The paper's table layout with `ours / paper` cells; the report stage reads only finished trials."""
+    write_params(in_tmp / "params.yaml", tiny)
+    declare(in_tmp, "occ", title="Occ", x="n_instructions", series="occurrences",
+            params={"sweep": {"mode": "grid", "instructions": [4, 8], "axes": {"occurrences": [[1], [1, 3]]}},
+                    "rewrite": TINY_OCCURRENCES},
+            paper_table={"columns": [2000, 1000],
+                         "rows": {"1": [0.71, 0.41], "mixed": [0.94, 0.94]}})
+    exp, params = experiments.load("occ")
+    frame = pd.DataFrame({"state": "COMPLETE", "n_instructions": [4, 8, 4, 8], "seed": 0,
+                          "occurrences": ["[1]", "[1]", "[1, 3]", "[1, 3]"],
+                          "unseen_op_accuracy": [0.1, 0.2, 0.3, 0.4], "fit_seconds": 1.0})
+    (in_tmp / "reports/occ").mkdir(parents=True)
+    metrics = experiments.report("occ", exp, params, frame)
+    table = metrics["table"].splitlines()
+    assert table[0] == ("| occurrences | n_instructions 8 (paper 2000) | n_instructions 4 (paper 1000) |")
+    assert table[2] == "| 1 (paper 1) | 0.20 / 0.71 | 0.10 / 0.41 |"
+    assert table[3] == "| mixed {1, 3} (paper mixed) | 0.40 / 0.94 | 0.30 / 0.94 |"
+    assert "0.40 / 0.94" in (in_tmp / "reports/index.md").read_text()
+
+
+def test_axis_labels():
+    assert experiments.label("family_k", "[3, 8]") == "3-8"
+    assert experiments.label("families", '["repeat", "mirror"]') == "repeat+mirror"
+    assert experiments.label("occurrences", "[10]") == "10"
+    assert experiments.label("occurrences", "[1, 5, 10]") == "mixed {1, 5, 10}"
+    assert experiments.label("skew", 0.2) == "0.2"
+
+
+@pytest.mark.parametrize("scale", ["laptop", "paper"])
+def test_declared_experiments_are_possible_at_both_scales(scale, tmp_path, monkeypatch):
+    """Every experiments/<name>.yaml loads and every point of its grid can be generated, at laptop scale and
+    with its paper-scale overrides (`-S experiments/<name>.yaml:scale=paper`)."""
+    from conftest import REPO
+    from instdiv import sweep
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    for path in (REPO / "experiments").glob("*.yaml"):
+        text = path.read_text()
+        (tmp_path / "experiments" / path.name).write_text(text + f"\nscale: {scale}\n" if path.name != "dvc.yaml"
+                                                          else text)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    names = experiments.names()
+    assert {"skew", "noop", "families", "occurrences", "encrypted"} <= set(names)
+    for name in names:
+        exp, params = experiments.load(name)
+        sweep.check(params)
+        assert exp.scale == scale
+        if scale == "paper":
+            assert exp.paper_scale, f"{name} has no paper-scale preset"
+            assert params.model.d_model == 256 and params.rewrite.alphabet_size == 26, name
 
 
 def test_experiment_stages_are_declared_apart_from_the_default_pipeline():

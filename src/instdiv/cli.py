@@ -12,12 +12,12 @@ from typing import Annotated
 import typer
 import yaml
 
+from instdiv.config import PRESETS_DIR
 from instdiv.errors import InstdivError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Instruction diversity experiments: generate data, train, evaluate.")
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Parameter file (params.yaml).")]
-PRESETS_DIR = Path(__file__).parent / "presets"
 
 
 def friendly(fn):

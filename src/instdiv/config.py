@@ -21,6 +21,7 @@ import yaml
 from instdiv.errors import ConfigError
 
 IntOrRange = int | list[int]
+PRESETS_DIR = Path(__file__).parent / "presets"  # settings for other scales: `instdiv preset NAME`
 
 
 def as_range(value: IntOrRange) -> tuple[int, int]:

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import yaml
 
 from instdiv import rewrite, sweep
-from instdiv.config import Params, params_from_dict, section_from_dict
+from instdiv.config import PRESETS_DIR, Params, params_from_dict, section_from_dict
 from instdiv.errors import ConfigError
 
 EXPERIMENTS_DIR = Path("experiments")
 REPORTS_DIR = Path("reports")
-METRICS = ("unseen_op_accuracy", "unseen_accuracy", "seen_accuracy", "unseen_noop_accuracy")
+METRIC = re.compile(r"^[a-z_]+_(accuracy|op_accuracy|noop_accuracy)$")  # <test split>_<kind>, e.g. small_k_accuracy
+RANGES = ("family_k", "test_occurrences", "pattern_length", "replacement_length")  # [lo, hi] axis values
 
 
 @dataclass(frozen=True)
@@ -32,15 +35,31 @@ class ExperimentConfig:
     paper: str = ""  # the paper's finding, shown beside ours
     x: str = "n_instructions"  # the figure's x axis: n_instructions or a sweep axis
     series: str = "n_instructions"  # one line per value of this axis
+    panel: str | None = None  # one plot per value of this axis
     x_log: bool = False
-    metric: str = "unseen_op_accuracy"
+    metrics: list[str] = field(default_factory=lambda: ["unseen_op_accuracy"])  # one row of plots each
     params: dict = field(default_factory=dict)  # overrides of params.yaml sections
+    # The paper's scale (a GPU): `dvc exp run -S experiments/<name>.yaml:scale=paper ...` applies the
+    # package's paper preset (instdiv/presets/paper.yaml), then paper_scale, on top of params.
+    scale: Literal["laptop", "paper"] = "laptop"
+    paper_scale: dict = field(default_factory=dict)
+    # The paper's table, printed beside ours (metrics[0]): its columns, values of x matched to ours by rank
+    # (the paper's largest to our largest), and its rows {label: values}, matched by position to the
+    # series values as the sweep lists them.
+    paper_table: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.title:
             raise ConfigError("experiment: give it a title")
-        if self.metric not in METRICS:
-            raise ConfigError(f"experiment.metric={self.metric!r}: one of {', '.join(METRICS)}")
+        for metric in self.metrics:
+            if not METRIC.match(metric):
+                raise ConfigError(f"experiment.metrics: '{metric}' is not <test split>_accuracy, _op_accuracy or "
+                                  "_noop_accuracy (e.g. unseen_op_accuracy, small_k_accuracy)")
+        if not self.metrics:
+            raise ConfigError("experiment.metrics: name at least one, e.g. [unseen_op_accuracy]")
+        if self.paper_table and set(self.paper_table) != {"columns", "rows"}:
+            raise ConfigError("experiment.paper_table: give columns (the paper's values of x) and rows "
+                              "({our series value: the paper's values, one per column})")
 
 
 def names() -> list[str]:
@@ -64,18 +83,50 @@ def load(name: str, params_path: str | Path = "params.yaml") -> tuple[Experiment
     exp = declaration(name)
     path = EXPERIMENTS_DIR / f"{name}.yaml"
     base = yaml.safe_load(Path(params_path).read_text())
-    for section, values in exp.params.items():
-        if section not in base or not isinstance(values, dict):
-            raise ConfigError(f"{path}: params.{section} is not a section of {params_path} with keys to override")
-        base[section] = {**base[section], **values}
-    params = params_from_dict(base, source=f"{params_path} + {path}")
+    layers = [("params", exp.params)]
+    if exp.scale == "paper":
+        layers += [("presets/paper.yaml", yaml.safe_load((PRESETS_DIR / "paper.yaml").read_text())),
+                   ("paper_scale", exp.paper_scale)]
+    for where, overrides in layers:
+        for section, values in overrides.items():
+            if section not in base or not isinstance(values, dict):
+                raise ConfigError(f"{path}: {where}.{section} is not a section of {params_path} with keys to "
+                                  "override")
+            base[section] = {**base[section], **values}
+    params = params_from_dict(base, source=f"{params_path} + {path} ({exp.scale} scale)")
     axes = sweep.axis_names(params)
-    for key in (exp.x, exp.series):
-        if key not in axes:
+    for key in (exp.x, exp.series, exp.panel):
+        if key is not None and key not in axes:
             raise ConfigError(f"{path}: '{key}' is not an axis of this sweep (axes: {', '.join(axes)})")
     if params.sweep.mode != "grid":
         raise ConfigError(f"{path}: experiments run grid sweeps; set params.sweep.mode: grid")
+    if exp.paper_table:
+        ours = _values(params, exp.x)
+        if len(exp.paper_table["columns"]) != len(ours) or \
+                any(len(v) != len(ours) for v in exp.paper_table["rows"].values()) or \
+                len(exp.paper_table["rows"]) != len(_values(params, exp.series)):
+            raise ConfigError(f"{path}: paper_table needs one column per value of {exp.x} ({len(ours)}), as many "
+                              f"values in each row, and one row per value of {exp.series}")
     return exp, params
+
+
+def _values(params: Params, axis: str) -> list:
+    """An axis's values as they are written in trials.csv (lists JSON-encoded)."""
+    values = params.sweep.instructions if axis == "n_instructions" else \
+        params.sweep.seeds if axis == "seed" else params.sweep.axes[axis]
+    return [sweep.encode(v) for v in values]
+
+
+def label(axis: str, value) -> str:
+    """An axis value as people read it: [3, 8] -> 3-8 for ranges, [1, 5, 10] -> {1, 5, 10}, [a, b] -> a+b."""
+    value = sweep.decode(value)
+    if not isinstance(value, list):
+        return str(value)
+    if axis in RANGES:
+        return f"{value[0]}-{value[1]}" if value[0] != value[1] else str(value[0])
+    if all(isinstance(v, str) for v in value):
+        return "+".join(value)
+    return str(value[0]) if len(value) == 1 else "mixed {" + ", ".join(map(str, value)) + "}"
 
 
 def run(name: str, params_path: str | Path = "params.yaml") -> dict:
@@ -93,8 +144,12 @@ def run(name: str, params_path: str | Path = "params.yaml") -> dict:
 def report(name: str, exp: ExperimentConfig, params: Params, frame: pd.DataFrame) -> dict:
     out = REPORTS_DIR / name
     done = frame[frame["state"] == "COMPLETE"].copy()
-    keys = [exp.series, exp.x] if exp.series != exp.x else [exp.x]
-    present = [m for m in METRICS if m in done]
+    keys = list(dict.fromkeys(k for k in (exp.panel, exp.series, exp.x) if k is not None))
+    missing = [m for m in exp.metrics if m not in done]
+    if missing:
+        raise ConfigError(f"experiments/{name}.yaml: metrics {missing} were not measured (measured: "
+                          f"{', '.join(c for c in done if METRIC.match(c))}); name a test split the data has")
+    present = [c for c in done if METRIC.match(c)]
     points = done.groupby(keys, dropna=False)[present].mean().reset_index()
     points["seeds"] = done.groupby(keys, dropna=False).size().to_numpy()
     if "skew" in sweep.axis_names(params):
@@ -105,10 +160,33 @@ def report(name: str, exp: ExperimentConfig, params: Params, frame: pd.DataFrame
     minutes = float(done["fit_seconds"].sum() / 60) if "fit_seconds" in done else float("nan")
     metrics = {"trials": int(len(done)), "training_minutes": round(minutes, 1),
                "points": points.round(4).replace({np.nan: None}).to_dict("records")}
+    if exp.paper_table:
+        table = beside_paper(exp, params, points)
+        (out / "table.md").write_text(table + "\n")
+        metrics["table"] = table
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    figure(exp, points, out / "figure.png")
+    figure(exp, params, points, out / "figure.png")
     write_index()
     return metrics
+
+
+def beside_paper(exp: ExperimentConfig, params: Params, points: pd.DataFrame) -> str:
+    """The paper's table layout, each cell `ours / paper` (ours: metrics[0], mean over seeds)."""
+    t = exp.paper_table
+    metric = exp.metrics[0]
+    ranked = sorted(points[exp.x].unique())
+    ours = [ranked[sorted(t["columns"]).index(c)] for c in t["columns"]]
+    cols = [f"{exp.x} {label(exp.x, o)} (paper {c})" for o, c in zip(ours, t["columns"])]
+    lines = [f"| {exp.series} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for row, (paper_row, theirs) in zip(_values(params, exp.series), t["rows"].items()):
+        cells = []
+        for ours_x, paper_value in zip(ours, theirs):
+            hit = points[(points[exp.series].astype(str) == str(sweep.encode(row)))
+                         & (points[exp.x].astype(str) == str(sweep.encode(ours_x)))]
+            mine = f"{hit[metric].iloc[0]:.2f}" if len(hit) else "-"
+            cells.append(f"{mine} / {paper_value:.2f}")
+        lines.append(f"| {label(exp.series, row)} (paper {paper_row}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _counts(params: Params, row: dict) -> np.ndarray:
@@ -119,27 +197,51 @@ def _counts(params: Params, row: dict) -> np.ndarray:
     return rewrite.split_counts(cfg.train_examples, cfg.n_instructions, cfg.skew)
 
 
-def figure(exp: ExperimentConfig, points: pd.DataFrame, path: Path) -> None:
+def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Path) -> None:
+    """Rows: the metrics; columns: the panel axis's values; x and one line per series value."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    groups = points.groupby(exp.series) if exp.series != exp.x else [(None, points)]
-    for value, g in groups:
-        g = g.sort_values(exp.x)
-        label = f"{exp.series} = {value}" if value is not None else exp.metric
-        ax.plot(g[exp.x], g[exp.metric], marker="o", label=label)
-    if exp.x_log:
-        ax.set_xscale("log")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(exp.x.replace("_", " "))
-    ax.set_ylabel(exp.metric.replace("_", " "))
-    ax.set_title(exp.title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.text(0.01, 0.01, "Paper: " + textwrap.fill(" ".join(exp.paper.split()), 130), fontsize=7, va="bottom")
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    panels = _values(params, exp.panel) if exp.panel else [None]
+    rows = len(exp.metrics)
+    fig, axes = plt.subplots(rows, len(panels), figsize=(max(7.5, 4.2 * len(panels)), 1.0 + 3.6 * rows),
+                             dpi=120, squeeze=False, sharey=True)
+    x_values = _values(params, exp.x)
+    categorical = any(isinstance(v, str) for v in x_values)
+    for r, metric in enumerate(exp.metrics):
+        for c, panel in enumerate(panels):
+            ax = axes[r][c]
+            sub = points if panel is None else points[points[exp.panel].astype(str) == str(panel)]
+            groups = sub.groupby(exp.series, sort=False) if exp.series != exp.x else [(None, sub)]
+            order = {str(v): i for i, v in enumerate(_values(params, exp.series))}
+            for value, g in sorted(groups, key=lambda item: order.get(str(item[0]), 0)):
+                if categorical:
+                    pos = {str(v): i for i, v in enumerate(x_values)}
+                    g = g.assign(_x=[pos[str(v)] for v in g[exp.x]]).sort_values("_x")
+                    xs = g["_x"]
+                else:
+                    g = g.sort_values(exp.x)
+                    xs = g[exp.x]
+                name = label(exp.series, value) if value is not None else metric
+                ax.plot(xs, g[metric], marker="o", label=name)
+            if categorical:
+                ax.set_xticks(range(len(x_values)), [label(exp.x, v) for v in x_values])
+            elif exp.x_log:
+                ax.set_xscale("log")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel(exp.x.replace("_", " "))
+            if c == 0:
+                ax.set_ylabel(metric.replace("_", " "))
+            if panel is not None:
+                ax.set_title(f"{exp.panel.replace('_', ' ')} = {label(exp.panel, panel)}", fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title=exp.series.replace("_", " ") if exp.series != exp.x else None,
+               fontsize=8, loc="upper right")
+    fig.suptitle(exp.title, fontsize=10)
+    fig.text(0.01, 0.01, "Paper: " + textwrap.fill(" ".join(exp.paper.split()), 140), fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.06, 0.88, 0.96))
     fig.savefig(path)
     plt.close(fig)
 
@@ -155,6 +257,8 @@ def write_index() -> None:
         metrics = json.loads((out / "metrics.json").read_text())
         lines += [f"## {exp.title}", "", f"`dvc repro experiments/dvc.yaml:experiment@{name}`: "
                   f"{metrics['trials']} training runs, {metrics['training_minutes']} minutes of training.", "",
-                  f"![{name}]({name}/figure.png)", "", f"**Paper:** {' '.join(exp.paper.split())}", "",
-                  pd.DataFrame(metrics["points"]).to_markdown(index=False), ""]
+                  f"![{name}]({name}/figure.png)", "", f"**Paper:** {' '.join(exp.paper.split())}", ""]
+        if "table" in metrics:
+            lines += [f"Ours / paper ({exp.metrics[0]}):", "", metrics["table"], ""]
+        lines += [pd.DataFrame(metrics["points"]).to_markdown(index=False), ""]
     (REPORTS_DIR / "index.md").write_text("\n".join(lines))

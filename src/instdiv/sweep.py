@@ -51,13 +51,20 @@ def storage_url(params: Params) -> str:
     return params.sweep.storage or f"sqlite:///{repo_root() / 'optuna.db'}"
 
 
+# Rewrite options added after the first studies: left out of the hash while off, so those studies keep
+# their names (and their finished trials) across versions.
+_LATER_OPTIONS = ("families", "family_k", "occurrences", "test_occurrences", "encrypt")
+
+
 def study_name(params: Params) -> str:
     """The configured name plus a hash of every setting a trial depends on, so changed settings start a
     new study while an interrupted sweep with the same settings resumes its own."""
     s = params.sweep
+    rewrite_key = {k: v for k, v in dataclasses.asdict(params.rewrite).items()
+                   if not (k in _LATER_OPTIONS and v in (None, False))}
     key = {"sweep": {k: v for k, v in dataclasses.asdict(s).items()
                      if k not in ("storage", "workers", "bootstrap", "confidence", "study")},
-           "rewrite": dataclasses.asdict(params.rewrite), "model": dataclasses.asdict(params.model),
+           "rewrite": rewrite_key, "model": dataclasses.asdict(params.model),
            "train": {k: v for k, v in dataclasses.asdict(params.train).items()
                      if k not in ("accelerator", "devices", "strategy", "checkpoint_dir")}}
     return f"{s.study}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]}"
