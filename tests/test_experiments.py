@@ -119,7 +119,7 @@ def test_axis_labels():
     assert experiments.label("families", '["repeat", "mirror"]') == "repeat+mirror"
     assert experiments.label("occurrences", "[10]") == "10"
     assert experiments.label("occurrences", "[1, 5, 10]") == "mixed {1, 5, 10}"
-    assert experiments.label("skew", 0.2) == "0.2"
+    assert experiments.label("skew", 0.2) == "0.2" and experiments.label("skew", 1.0) == "1 (uniform)"
 
 
 @pytest.mark.parametrize("scale", ["laptop", "paper"])
@@ -133,8 +133,10 @@ def test_declared_experiments_are_possible_at_both_scales(scale, tmp_path, monke
     (tmp_path / "experiments").mkdir()
     for path in (REPO / "experiments").glob("*.yaml"):
         text = path.read_text()
-        (tmp_path / "experiments" / path.name).write_text(text + f"\nscale: {scale}\n" if path.name != "dvc.yaml"
-                                                          else text)
+        if path.name != "dvc.yaml":
+            assert "\nscale: laptop" in text, f"{path.name}: declare scale: laptop (for dvc exp run -S ...:scale=paper)"
+            text = text.replace("\nscale: laptop", f"\nscale: {scale}")
+        (tmp_path / "experiments" / path.name).write_text(text)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     names = experiments.names()
     assert {"skew", "noop", "families", "occurrences", "encrypted"} <= set(names)

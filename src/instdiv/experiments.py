@@ -120,6 +120,8 @@ def _values(params: Params, axis: str) -> list:
 def label(axis: str, value) -> str:
     """An axis value as people read it: [3, 8] -> 3-8 for ranges, [1, 5, 10] -> {1, 5, 10}, [a, b] -> a+b."""
     value = sweep.decode(value)
+    if axis == "skew" and value in (None, 1):
+        return "1 (uniform)"
     if not isinstance(value, list):
         return str(value)
     if axis in RANGES:
@@ -206,8 +208,9 @@ def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Pa
 
     panels = _values(params, exp.panel) if exp.panel else [None]
     rows = len(exp.metrics)
-    fig, axes = plt.subplots(rows, len(panels), figsize=(max(7.5, 4.2 * len(panels)), 1.0 + 3.6 * rows),
-                             dpi=120, squeeze=False, sharey=True)
+    width = max(6.0, 4.2 * len(panels)) + 2.0  # the legend takes the right-hand 2 inches
+    fig, axes = plt.subplots(rows, len(panels), figsize=(width, 1.0 + 3.6 * rows), dpi=120, squeeze=False,
+                             sharey=True)
     x_values = _values(params, exp.x)
     categorical = any(isinstance(v, str) for v in x_values)
     for r, metric in enumerate(exp.metrics):
@@ -238,10 +241,10 @@ def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Pa
                 ax.set_title(f"{exp.panel.replace('_', ' ')} = {label(exp.panel, panel)}", fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, title=exp.series.replace("_", " ") if exp.series != exp.x else None,
-               fontsize=8, loc="upper right")
+               fontsize=8, loc="center right")
     fig.suptitle(exp.title, fontsize=10)
     fig.text(0.01, 0.01, "Paper: " + textwrap.fill(" ".join(exp.paper.split()), 140), fontsize=7, va="bottom")
-    fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.06, 0.88, 0.96))
+    fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.06, 1 - 2.0 / width, 0.96))
     fig.savefig(path)
     plt.close(fig)
 
