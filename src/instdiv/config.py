@@ -171,6 +171,48 @@ class RewriteConfig:
 
 
 @dataclass(frozen=True)
+class CodeConfig:
+    """Synthetic code tasks (instdiv/codetasks.py): English instructions for list programs, Python targets."""
+
+    n_programs: int = 200  # distinct program structures in training
+    examples_per_program: int = 10  # each with new constants, phrasings and test inputs
+    depth: IntOrRange = field(default_factory=lambda: [1, 2])  # steps per program before the optional reduction
+    n_test_programs: int = 50  # held-out structures, for test and again for validation
+    tests_per_program: int = 5  # hidden asserts per example
+    seed: int = 0
+
+    def validate(self) -> None:
+        _positive(self, "code", "n_programs", "examples_per_program", "n_test_programs", "tests_per_program")
+        _check_range(self, "code", "depth")
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """A code-instruction training set of fixed size with a share of general-domain instructions."""
+
+    total_examples: int = 4000  # the fixed budget
+    general_share: float = 0.1  # the share of general-domain rows, exact after rounding
+    general_tasks: list[str] = field(default_factory=lambda: ["rewrite", "arithmetic", "words"])
+    # Real data instead of the synthetic sets: a local .jsonl/.json/.parquet file (Alpaca, OSS-Instruct or
+    # chain-of-thought schema) or hf:<dataset name>; null: synthetic.
+    code_source: str | None = None
+    general_source: str | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        from instdiv.general import TASKS
+
+        _positive(self, "mix", "total_examples")
+        if not 0.0 <= self.general_share <= 1.0:
+            raise ConfigError(f"mix.general_share={self.general_share} is outside [0, 1]; it is the share of "
+                              "general-domain rows in the training set")
+        unknown = [t for t in self.general_tasks if t not in TASKS]
+        if unknown or (not self.general_tasks and self.general_source is None and self.general_share > 0):
+            raise ConfigError(f"mix.general_tasks={self.general_tasks}: choose from {', '.join(TASKS)} (or set "
+                              "mix.general_source to a file)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """GPT decoder size; vocabulary and context length follow from the data."""
 
@@ -320,6 +362,8 @@ class SweepConfig:
 @dataclass(frozen=True)
 class Params:
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -1,0 +1,49 @@
+"""A code-instruction training set of fixed size with an exact share of general-domain instructions.
+
+At a budget T and share g the set holds round(g T) general rows and the rest code rows, each row marked with
+its source. Code rows are taken in one fixed random order, so a larger share replaces code rows by general
+ones rather than drawing a different code set: mixes at one budget differ only in what g changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from instdiv import general, loaders
+from instdiv.config import MixConfig
+from instdiv.errors import ConfigError
+from instdiv.rewrite import split_counts
+
+SCHEMA = pa.schema([("instruction", pa.string()), ("response", pa.string()), ("source", pa.string())])
+
+
+def general_rows(cfg: MixConfig, n: int) -> list[tuple[str, str, str]]:
+    """n general-domain rows: from mix.general_source, or spread evenly over mix.general_tasks."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    if cfg.general_source is not None:
+        pairs = loaders.load_instructions(cfg.general_source)
+        if len(pairs) < n:
+            raise ConfigError(f"mix: {n} general-domain rows needed but {cfg.general_source} has {len(pairs)}; "
+                              "lower mix.total_examples or mix.general_share")
+        return [(*pairs[i], cfg.general_source) for i in rng.permutation(len(pairs))[:n].tolist()]
+    rows = []
+    for name, count in zip(cfg.general_tasks, split_counts(n, len(cfg.general_tasks), minimum=0).tolist()):
+        rows += [(q, a, name) for q, a in general.TASKS[name](rng, count)]
+    return rows
+
+
+def build(cfg: MixConfig, code_pairs: list[tuple[str, str]], code_source: str = "code") -> pa.Table:
+    """The training table: exactly round(general_share x total_examples) general rows, code rows for the rest."""
+    cfg.validate()
+    n_general = round(cfg.general_share * cfg.total_examples)
+    n_code = cfg.total_examples - n_general
+    if len(code_pairs) < n_code:
+        raise ConfigError(f"mix: {n_code} code rows needed (mix.total_examples={cfg.total_examples}, "
+                          f"general_share={cfg.general_share}) but the code set has {len(code_pairs)}; lower "
+                          "mix.total_examples or raise code.n_programs x code.examples_per_program")
+    order = np.random.default_rng([cfg.seed, 0]).permutation(len(code_pairs))[:n_code]
+    rows = [(*code_pairs[i], code_source) for i in order.tolist()] + general_rows(cfg, n_general)
+    shuffled = np.random.default_rng([cfg.seed, 2]).permutation(len(rows))
+    columns = list(zip(*[rows[i] for i in shuffled.tolist()])) or [[], [], []]
+    return pa.table([pa.array(list(c), pa.string()) for c in columns], schema=SCHEMA)
