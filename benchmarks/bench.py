@@ -1,6 +1,6 @@
 """Rerunnable speed benchmarks; figures are recorded in benchmarks/README.md.
 
-    python benchmarks/bench.py [--quick] [--only generator,lightning,kvcache,precision] [--json out.json]
+    python benchmarks/bench.py [--quick] [--only generator,lightning,kvcache,precision,sandbox] [--json out.json]
 
 Ratios are measured side by side in one process, alternating the contenders, so a noisy shared machine
 slows both alike. Each figure is the median of several repeats.
@@ -130,8 +130,24 @@ def bench_kvcache(quick: bool) -> dict:
             "speedup": round(p / c, 2)}
 
 
+def bench_sandbox(quick: bool) -> dict:
+    """Programs checked per second through the sandbox pool: the synthetic code tasks' targets and tests."""
+    import os
+
+    from instdiv import codetasks, sandbox
+    from instdiv.config import CodeConfig
+
+    rows = codetasks.generate(CodeConfig(n_programs=40 if quick else 200, examples_per_program=2))["train"]
+    jobs = list(zip(rows.column("target").to_pylist(), rows.column("test").to_pylist()))
+    out = {"programs": len(jobs)}
+    for workers in sorted({1, os.cpu_count() or 1, 2 * (os.cpu_count() or 1)}):
+        seconds = timed(lambda: sandbox.run_many(jobs, workers=workers))
+        out[f"programs_per_s_{workers}_workers"] = round(len(jobs) / seconds, 1)
+    return out
+
+
 BENCHES = {"generator": bench_generator, "lightning": bench_lightning, "kvcache": bench_kvcache,
-           "precision": bench_precision}
+           "precision": bench_precision, "sandbox": bench_sandbox}
 
 
 def main():
