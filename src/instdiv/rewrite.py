@@ -15,22 +15,21 @@ Variants of the paper's other experiments, each off by default (the default data
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import functools
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from instdiv import datafiles
 from instdiv.config import RewriteConfig, as_range
-from instdiv.errors import ConfigError, DataError
+from instdiv.errors import ConfigError
 from instdiv.families import FAMILIES
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 DATA_DIR = Path("data/rewrite")
+_REBUILD = "generate"  # the DVC stage that rebuilds these files
 SPLITS = ("train", "valid_seen", "valid_unseen", "test_seen", "test_unseen")
 COLUMNS = ("instruction_id", "pattern", "replacement", "input", "output", "is_noop")
 SCHEMA = pa.schema([
@@ -434,53 +433,17 @@ def test_sets(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
 
 # ---------------------------------------------------------------------------------------------- files
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256 = datafiles.sha256
 
 
 def write(tables: dict[str, pa.Table], cfg: RewriteConfig, out_dir: Path = DATA_DIR) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name, table in tables.items():
-        path = out_dir / f"{name}.parquet"
-        pq.write_table(table, path, compression="zstd")
-        files[name] = {"path": path.name, "rows": table.num_rows, "sha256": sha256(path)}
-    manifest = {"task": "rewrite", "params": dataclasses.asdict(cfg), "files": files,
-                "holdout": cfg.holdout}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return datafiles.write(tables, out_dir, task="rewrite", params=dataclasses.asdict(cfg), holdout=cfg.holdout)
 
 
 def read_manifest(data_dir: Path = DATA_DIR) -> dict:
-    path = data_dir / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path} not found; generate the data first: dvc repro generate") from None
-    except json.JSONDecodeError:
-        raise DataError(f"{path} is corrupt; regenerate it: dvc repro -f generate") from None
+    return datafiles.read_manifest(data_dir, _REBUILD)
 
 
 def read_split(name: str, data_dir: Path = DATA_DIR, manifest: dict | None = None) -> pa.Table:
     """Read one split, checking it against the manifest's SHA-256 so a corrupt or stale file stops here."""
-    path = data_dir / f"{name}.parquet"
-    if not path.is_file():
-        raise DataError(f"{path} not found; generate the data first: dvc repro generate")
-    if manifest is not None:
-        expected = manifest["files"].get(name, {}).get("sha256")
-        if expected != sha256(path):
-            raise DataError(f"{path} does not match the SHA-256 in {data_dir / 'manifest.json'} (corrupt or "
-                            "edited); regenerate it: dvc repro -f generate  (or dvc checkout)")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path} is not a readable Parquet file ({exc}); regenerate it: "
-                        "dvc repro -f generate") from None
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise DataError(f"{path} lacks the columns {missing}; regenerate it: dvc repro -f generate")
-    return table
+    return datafiles.read(name, data_dir, manifest, COLUMNS, _REBUILD)
