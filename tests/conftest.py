@@ -23,7 +23,7 @@ TINY = {
                 "families": None, "family_k": None, "occurrences": None, "test_occurrences": None, "encrypt": False},
     "code": {"n_programs": 20, "examples_per_program": 3, "depth": [1, 2], "n_test_programs": 5,
              "tests_per_program": 3, "seed": 0},
-    "mix": {"total_examples": 40, "general_share": 0.25, "general_tasks": ["rewrite", "arithmetic", "words"],
+    "mix": {"total_examples": 40, "general_percents": [0, 25], "general_tasks": ["rewrite", "arithmetic", "words"],
             "code_source": None, "general_source": None, "seed": 0},
     "model": {"n_layer": 2, "n_head": 2, "d_model": 32, "dropout": 0.0},
     "train": {"seed": 0, "batch_size": 32, "lr": 3e-3, "weight_decay": 0.1, "warmup_frac": 0.1, "epochs": 1,

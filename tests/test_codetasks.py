@@ -75,31 +75,31 @@ def test_general_tasks_by_hand():
         assert a in (w[::-1], w.upper(), "".join(c * 2 for c in w), general.number_words(len(w)))
 
 
-@pytest.mark.parametrize("share", [0.0, 0.05, 0.1, 0.25, 1.0])
-def test_mix_proportions_are_exact_at_a_fixed_budget(share):
+@pytest.mark.parametrize("percent", [0, 5, 10, 25, 100])
+def test_mix_proportions_are_exact_at_a_fixed_budget(percent):
     pairs = [(f"code task {i}", f"def solve(xs):\n    return {i}\n") for i in range(300)]
-    cfg = MixConfig(total_examples=200, general_share=share)
-    table = mix.build(cfg, pairs)
+    cfg = MixConfig(total_examples=210)
+    table = mix.build(cfg, percent, pairs)
     sources = collections.Counter(table.column("source").to_pylist())
-    assert table.num_rows == 200 and sources["code"] == 200 - round(share * 200)
-    assert sum(v for k, v in sources.items() if k != "code") == round(share * 200)
-    if 0 < share < 1:
+    assert table.num_rows == 210 and sources["code"] == 210 - round(percent * 2.1)
+    assert sum(v for k, v in sources.items() if k != "code") == round(percent * 2.1)
+    if 0 < percent < 100:
         assert set(sources) == {"code", "rewrite", "arithmetic", "words"}
-        fewer = mix.build(dataclasses.replace(cfg, general_share=share / 2), pairs)
+        fewer = mix.build(cfg, percent // 2, pairs)
         code = set(table.filter(pa.compute.equal(table["source"], "code")).column("instruction").to_pylist())
         more_code = set(fewer.filter(pa.compute.equal(fewer["source"], "code")).column("instruction").to_pylist())
         assert code <= more_code  # a larger share replaces code rows, it does not redraw them
-    assert mix.build(cfg, pairs).equals(table)
+    assert mix.build(cfg, percent, pairs).equals(table)
 
 
 def test_mix_bad_settings_name_the_key():
     pairs = [("q", "a")] * 10
     with pytest.raises(ConfigError, match="mix.total_examples"):
-        mix.build(MixConfig(total_examples=100, general_share=0.1), pairs)
-    with pytest.raises(ConfigError, match="mix.general_share=1.5"):
-        mix.build(MixConfig(general_share=1.5), pairs)
+        mix.build(MixConfig(total_examples=100), 10, pairs)
+    with pytest.raises(ConfigError, match=r"mix.general_percents=\[0, 150\]"):
+        mix.build(MixConfig(general_percents=[0, 150]), 0, pairs)
     with pytest.raises(ConfigError, match="mix.general_tasks=.*choose from rewrite, arithmetic, words"):
-        mix.build(MixConfig(general_tasks=["poetry"]), pairs)
+        mix.build(MixConfig(general_tasks=["poetry"]), 10, pairs)
 
 
 def write_jsonl(path, rows):
@@ -120,8 +120,7 @@ def test_loaders_read_the_common_schemas(tmp_path):
     cot.write_text(json.dumps([{"source": "2 + 2?", "rationale": "Two and two make four.", "target": "4",
                                 "task": "math"}]))
     assert loaders.load_instructions(str(cot)) == [("2 + 2?", "Two and two make four. So the answer is 4")]
-    table = mix.build(MixConfig(total_examples=3, general_share=1 / 3, general_source=alpaca),
-                      [("c1", "x"), ("c2", "y")])
+    table = mix.build(MixConfig(total_examples=3, general_source=alpaca), 33, [("c1", "x"), ("c2", "y")])
     assert collections.Counter(table.column("source").to_pylist()) == {"code": 2, alpaca: 1}
 
 

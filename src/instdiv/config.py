@@ -191,7 +191,9 @@ class MixConfig:
     """A code-instruction training set of fixed size with a share of general-domain instructions."""
 
     total_examples: int = 4000  # the fixed budget
-    general_share: float = 0.1  # the share of general-domain rows, exact after rounding
+    # One training set per value: the percent of general-domain rows (exact after rounding), as DVC stages
+    # mix@<percent>.
+    general_percents: list[int] = field(default_factory=lambda: [0, 5, 10, 15, 20, 25])
     general_tasks: list[str] = field(default_factory=lambda: ["rewrite", "arithmetic", "words"])
     # Real data instead of the synthetic sets: a local .jsonl/.json/.parquet file (Alpaca, OSS-Instruct or
     # chain-of-thought schema) or hf:<dataset name>; null: synthetic.
@@ -203,11 +205,12 @@ class MixConfig:
         from instdiv.general import TASKS
 
         _positive(self, "mix", "total_examples")
-        if not 0.0 <= self.general_share <= 1.0:
-            raise ConfigError(f"mix.general_share={self.general_share} is outside [0, 1]; it is the share of "
-                              "general-domain rows in the training set")
+        bad = [p for p in self.general_percents if not 0 <= p <= 100]
+        if bad or not self.general_percents or len(set(self.general_percents)) != len(self.general_percents):
+            raise ConfigError(f"mix.general_percents={self.general_percents}: give distinct percents of "
+                              "general-domain rows between 0 and 100")
         unknown = [t for t in self.general_tasks if t not in TASKS]
-        if unknown or (not self.general_tasks and self.general_source is None and self.general_share > 0):
+        if unknown or (not self.general_tasks and self.general_source is None and max(self.general_percents) > 0):
             raise ConfigError(f"mix.general_tasks={self.general_tasks}: choose from {', '.join(TASKS)} (or set "
                               "mix.general_source to a file)")
 

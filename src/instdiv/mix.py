@@ -1,6 +1,6 @@
 """A code-instruction training set of fixed size with an exact share of general-domain instructions.
 
-At a budget T and share g the set holds round(g T) general rows and the rest code rows, each row marked with
+At a budget T and a share of p percent the set holds round(p T / 100) general rows and the rest code rows, each row marked with
 its source. Code rows are taken in one fixed random order, so a larger share replaces code rows by general
 ones rather than drawing a different code set: mixes at one budget differ only in what g changes.
 """
@@ -25,7 +25,7 @@ def general_rows(cfg: MixConfig, n: int) -> list[tuple[str, str, str]]:
         pairs = loaders.load_instructions(cfg.general_source)
         if len(pairs) < n:
             raise ConfigError(f"mix: {n} general-domain rows needed but {cfg.general_source} has {len(pairs)}; "
-                              "lower mix.total_examples or mix.general_share")
+                              "lower mix.total_examples or mix.general_percents")
         return [(*pairs[i], cfg.general_source) for i in rng.permutation(len(pairs))[:n].tolist()]
     rows = []
     for name, count in zip(cfg.general_tasks, split_counts(n, len(cfg.general_tasks), minimum=0).tolist()):
@@ -33,14 +33,16 @@ def general_rows(cfg: MixConfig, n: int) -> list[tuple[str, str, str]]:
     return rows
 
 
-def build(cfg: MixConfig, code_pairs: list[tuple[str, str]], code_source: str = "code") -> pa.Table:
-    """The training table: exactly round(general_share x total_examples) general rows, code rows for the rest."""
+def build(cfg: MixConfig, percent: int, code_pairs: list[tuple[str, str]], code_source: str = "code") -> pa.Table:
+    """The training table: exactly round(percent x total_examples / 100) general rows, code rows for the rest."""
     cfg.validate()
-    n_general = round(cfg.general_share * cfg.total_examples)
+    if not 0 <= percent <= 100:
+        raise ConfigError(f"mix: {percent} is not a percent of general-domain rows; use 0 to 100")
+    n_general = round(percent * cfg.total_examples / 100)
     n_code = cfg.total_examples - n_general
     if len(code_pairs) < n_code:
         raise ConfigError(f"mix: {n_code} code rows needed (mix.total_examples={cfg.total_examples}, "
-                          f"general_share={cfg.general_share}) but the code set has {len(code_pairs)}; lower "
+                          f"{percent}% general) but the code set has {len(code_pairs)}; lower "
                           "mix.total_examples or raise code.n_programs x code.examples_per_program")
     order = np.random.default_rng([cfg.seed, 0]).permutation(len(code_pairs))[:n_code]
     rows = [(*code_pairs[i], code_source) for i in order.tolist()] + general_rows(cfg, n_general)
