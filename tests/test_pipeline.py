@@ -58,6 +58,11 @@ def test_dvc_repro_end_to_end(project):
     assert (root / "reports/plots/val_accuracy.csv").read_text().startswith("step,")
     threshold = json.loads((root / "reports/threshold.json").read_text())
     assert threshold["n_trials"] == 3 and (root / "reports/sweep/phase_diagram.png").is_file()
+    # the code-instruction data: one training set per general-domain percent, exact at the fixed budget
+    assert json.loads((root / "data/code/manifest.json").read_text())["files"]["train"]["rows"] == 60
+    for percent, general_rows in ((0, 0), (25, 10)):
+        counts = json.loads((root / f"data/mix/general-{percent}.json").read_text())
+        assert counts["rows"] == 40 and sum(v for k, v in counts["sources"].items() if k != "code") == general_rows
 
     client = mlflow.MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("tests")

@@ -108,6 +108,31 @@ def estimate(params: ParamsOpt = Path("params.yaml")):
     typer.echo(estimates.headline(est))
 
 
+@app.command("code-data")
+@friendly
+def code_data(params: ParamsOpt = Path("params.yaml")):
+    """Generate the synthetic code tasks under data/code/ (stage `code_data`)."""
+    from instdiv import codetasks
+    from instdiv.config import load_params
+
+    cfg = load_params(params).code
+    manifest = codetasks.write(codetasks.generate(cfg), cfg)
+    typer.echo(", ".join(f"{name}: {f['rows']:,} rows" for name, f in manifest["files"].items())
+               + f" ({manifest['structures']:,} possible program structures)")
+
+
+@app.command()
+@friendly
+def mix(percent: int, params: ParamsOpt = Path("params.yaml")):
+    """Build the code training set with PERCENT% general-domain rows (stage `mix@PERCENT`)."""
+    from instdiv import mix as mixing
+    from instdiv.config import load_params
+
+    counts = mixing.run(load_params(params).mix, percent)
+    typer.echo(f"data/mix/general-{percent}.parquet: {counts['rows']:,} rows, " +
+               ", ".join(f"{k} {v:,}" for k, v in counts["sources"].items()))
+
+
 @app.command()
 @friendly
 def experiment(name: str, params: ParamsOpt = Path("params.yaml")):

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from instdiv import datafiles
 from instdiv.config import CodeConfig, as_range
 from instdiv.errors import ConfigError
 
+DATA_DIR = Path("data/code")
 ENTRY_POINT = "solve"
 SPLITS = ("train", "valid", "test")
 
@@ -177,5 +180,10 @@ def generate(cfg: CodeConfig) -> dict[str, pa.Table]:
             "test": make_examples(rng, test, n, 1, cfg)}
 
 
-def describe(cfg: CodeConfig) -> dict:
-    return {"task": "code", "params": dataclasses.asdict(cfg), "structures": structure_capacity(cfg)}
+def write(tables: dict[str, pa.Table], cfg: CodeConfig, out_dir: Path = DATA_DIR) -> dict:
+    return datafiles.write(tables, out_dir, task="code", params=dataclasses.asdict(cfg),
+                           structures=structure_capacity(cfg))
+
+
+def read_split(name: str, data_dir: Path = DATA_DIR) -> pa.Table:
+    return datafiles.read(name, data_dir, datafiles.read_manifest(data_dir, "code_data"), SCHEMA.names, "code_data")

@@ -7,14 +7,20 @@ ones rather than drawing a different code set: mixes at one budget differ only i
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from instdiv import general, loaders
+from instdiv import codetasks, general, loaders
 from instdiv.config import MixConfig
 from instdiv.errors import ConfigError
 from instdiv.rewrite import split_counts
 
+DATA_DIR = Path("data/mix")
 SCHEMA = pa.schema([("instruction", pa.string()), ("response", pa.string()), ("source", pa.string())])
 
 
@@ -49,3 +55,25 @@ def build(cfg: MixConfig, percent: int, code_pairs: list[tuple[str, str]], code_
     shuffled = np.random.default_rng([cfg.seed, 2]).permutation(len(rows))
     columns = list(zip(*[rows[i] for i in shuffled.tolist()])) or [[], [], []]
     return pa.table([pa.array(list(c), pa.string()) for c in columns], schema=SCHEMA)
+
+
+def code_pairs(cfg: MixConfig) -> tuple[list[tuple[str, str]], str]:
+    """The code rows to draw from: mix.code_source, or the synthetic code tasks' training split."""
+    if cfg.code_source is not None:
+        return loaders.load_instructions(cfg.code_source), cfg.code_source
+    train = codetasks.read_split("train")
+    return list(zip(train.column("instruction").to_pylist(), train.column("target").to_pylist())), "code"
+
+
+def run(cfg: MixConfig, percent: int, out_dir: Path = DATA_DIR) -> dict:
+    """The `mix@<percent>` stage: data/mix/general-<percent>.parquet and a JSON count of rows per source."""
+    if percent not in cfg.general_percents:
+        raise ConfigError(f"mix: {percent} is not in mix.general_percents={cfg.general_percents}; add it there")
+    pairs, source = code_pairs(cfg)
+    table = build(cfg, percent, pairs, source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out_dir / f"general-{percent}.parquet", compression="zstd")
+    counts = {"general_percent": percent, "rows": table.num_rows,
+              "sources": dict(sorted(Counter(table.column("source").to_pylist()).items()))}
+    (out_dir / f"general-{percent}.json").write_text(json.dumps(counts, indent=2) + "\n")
+    return counts
