@@ -26,8 +26,9 @@ def tiny_data(tiny, in_tmp):
 
 def test_fast_dev_run_on_cpu(tiny_data):
     p = tiny_data
-    train_loader, val_loaders = train_mod.loaders(p, train_mod.read_tables()[0])
-    lit = train_mod.LitGPT(dataclasses.asdict(train_mod.gpt_config(p)), vars(p.train), total_steps=10)
+    data = train_mod.rewrite_data(p, train_mod.read_tables()[0])
+    train_loader, val_loaders = train_mod.loaders(p.train, data)
+    lit = train_mod.LitGPT(dataclasses.asdict(data.gpt), vars(p.train), total_steps=10)
     trainer = train_mod.build_trainer(p.train, p.model, 10, fast_dev_run=True)
     trainer.fit(lit, train_loader, val_loaders)
     assert trainer.state.finished and trainer.global_step == 1
@@ -78,8 +79,8 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(tiny_data, in_tmp, mon
 
 def test_training_is_deterministic(tiny_data):
     p = dataclasses.replace(tiny_data, train=dataclasses.replace(tiny_data.train, max_steps=12, val_every_steps=6))
-    tables = train_mod.read_tables()[0]
-    first, _ = train_mod.fit(p, tables, logger=False, ckpt_dir=Path("checkpoints/a"), verbose=False)
-    second, _ = train_mod.fit(p, tables, logger=False, ckpt_dir=Path("checkpoints/b"), verbose=False)
+    data = train_mod.rewrite_data(p, train_mod.read_tables()[0])
+    first, _ = train_mod.fit(p, data, logger=False, ckpt_dir=Path("checkpoints/a"), verbose=False)
+    second, _ = train_mod.fit(p, data, logger=False, ckpt_dir=Path("checkpoints/b"), verbose=False)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name

@@ -35,9 +35,17 @@ class EvalSet:
     def from_table(cls, table: pa.Table, cfg: RewriteConfig) -> "EvalSet":
         d = table.to_pydict()
         width, _ = tok.sequence_lengths(cfg)
-        prompts, mask = tok.prompt_tensors(tok.prompts(d), width)
-        targets = tok.encode_padded([o + tok.EOS for o in d["output"]], cfg.max_output_length + 1)
-        return cls(prompts, mask, torch.from_numpy(targets), torch.tensor(d["is_noop"], dtype=torch.bool))
+        return cls.from_texts(tok.prompts(d), d["output"], width, cfg.max_output_length + 1, d["is_noop"])
+
+    @classmethod
+    def from_texts(cls, prompts: list[str], outputs: list[str], width: int, n_out: int, is_noop=None,
+                   encoder=tok.encode_padded) -> "EvalSet":
+        """Prompts left-padded to `width`; outputs plus EOS right-padded to `n_out` tokens."""
+        ids, mask = tok.prompt_tensors(prompts, width, encoder)
+        targets = encoder(outputs, n_out)
+        targets[np.arange(len(outputs)), (targets != tok.PAD_ID).sum(1)] = tok.EOS_ID
+        noop = torch.zeros(len(outputs), dtype=torch.bool) if is_noop is None else torch.tensor(is_noop)
+        return cls(ids, mask, torch.from_numpy(targets), noop)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return self.prompts, self.mask, self.targets, self.is_noop

@@ -281,7 +281,7 @@ def objective(trial: optuna.Trial, params: Params) -> float:
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     from instdiv.evaluate import score
-    from instdiv.train import MONITOR, fit, log_datasets
+    from instdiv.train import MONITOR, fit, log_datasets, rewrite_data
 
     s = params.sweep
     point = {"n_instructions": trial.suggest_int("n_instructions", min(s.instructions), max(s.instructions),
@@ -315,7 +315,8 @@ def objective(trial: optuna.Trial, params: Params) -> float:
             from optuna_integration import PyTorchLightningPruningCallback
 
             callbacks.append(PyTorchLightningPruningCallback(trial, monitor=MONITOR))
-        model, info = fit(p, tables, logger, Path(tmp) / "checkpoints", callbacks=callbacks, verbose=False)
+        model, info = fit(p, rewrite_data(p, tables), logger, Path(tmp) / "checkpoints", callbacks=callbacks,
+                          verbose=False)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         metrics, _ = score(model.to(device), rewrite.test_sets(tables), p.rewrite, 512, device)
     for key, value in metrics.items():

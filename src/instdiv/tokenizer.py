@@ -56,14 +56,19 @@ def decode(ids) -> str:
 def encode_padded(texts: list[str], width: int, left: bool = False) -> np.ndarray:
     """Token ids of many texts as one (n, width) array, padded on the right (or left) with PAD_ID."""
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    if len(texts) and lengths.max() > width:
-        raise ValueError(f"a text of {lengths.max()} characters does not fit in {width} tokens")
     flat = _LUT[np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)]
     if (flat < 0).any():
         bad = sorted({c for t in texts for c in t if c not in VOCAB})
         raise ValueError(f"characters outside the vocabulary: {bad}")
-    out = np.full((len(texts), width), PAD_ID, dtype=np.int64)
-    rows = np.repeat(np.arange(len(texts)), lengths)
+    return _pad(flat, lengths, width, left)
+
+
+def _pad(flat: np.ndarray, lengths: np.ndarray, width: int, left: bool) -> np.ndarray:
+    """Rows of `flat` (concatenated, `lengths` each) in an (n, width) array of PAD_ID."""
+    if len(lengths) and lengths.max() > width:
+        raise ValueError(f"a text of {lengths.max()} tokens does not fit in {width}")
+    out = np.full((len(lengths), width), PAD_ID, dtype=np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
     starts = np.cumsum(lengths) - lengths
     cols = np.arange(len(flat)) - np.repeat(starts, lengths)
     if left:
@@ -72,20 +77,55 @@ def encode_padded(texts: list[str], width: int, left: bool = False) -> np.ndarra
     return out
 
 
-def training_tensors(prompts: list[str], outputs: list[str], block_size: int) -> tuple[torch.Tensor, ...]:
+# Free text (code and general-domain instructions): one token per UTF-8 byte after PAD and EOS, and the
+# prompt `instruction \n### Response:\n`.
+BYTE_VOCAB_SIZE = 258
+RESPONSE = "\n### Response:\n"
+
+
+def text_prompt(instruction: str) -> str:
+    return instruction + RESPONSE
+
+
+def byte_length(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def encode_bytes(texts: list[str], width: int, left: bool = False) -> np.ndarray:
+    raw = [t.encode("utf-8") for t in texts]
+    lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+    return _pad(np.frombuffer(b"".join(raw), dtype=np.uint8).astype(np.int64) + 2, lengths, width, left)
+
+
+def decode_bytes(ids) -> str:
+    """Text up to the first EOS, padding dropped; bytes that are not valid UTF-8 become U+FFFD."""
+    out = bytearray()
+    for i in (ids.tolist() if hasattr(ids, "tolist") else ids):
+        if i == EOS_ID:
+            break
+        if i >= 2:
+            out.append(i - 2)
+    return out.decode("utf-8", errors="replace")
+
+
+def training_tensors(prompts: list[str], outputs: list[str], block_size: int,
+                     encoder=encode_padded) -> tuple[torch.Tensor, ...]:
     """Inputs x and targets y of shape (n, block_size); y is IGNORE except on the output and its EOS."""
-    full = [p + o + EOS for p, o in zip(prompts, outputs)]
-    ids = encode_padded(full, block_size + 1)
+    ids = encoder([p + o for p, o in zip(prompts, outputs)], block_size + 1)
+    ends = (ids != PAD_ID).sum(1)
+    if (ends > block_size).any():
+        raise ValueError(f"a prompt and output of {ends.max()} tokens leave no room for EOS in {block_size + 1}")
+    ids[np.arange(len(ids)), ends] = EOS_ID
     x, y = ids[:, :-1].copy(), ids[:, 1:].copy()
-    prompt_len = np.fromiter(map(len, prompts), dtype=np.int64, count=len(prompts))
+    prompt_len = (encoder(prompts, block_size + 1) != PAD_ID).sum(1)
     positions = np.arange(block_size)[None, :]
     y[(positions < prompt_len[:, None] - 1) | (y == PAD_ID)] = IGNORE
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def prompt_tensors(prompts: list[str], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def prompt_tensors(prompts: list[str], width: int, encoder=encode_padded) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompts (so every row ends where generation starts) and their non-padding mask."""
-    ids = encode_padded(prompts, width, left=True)
+    ids = encoder(prompts, width, left=True)
     ids = torch.from_numpy(ids)
     return ids, ids != PAD_ID
 

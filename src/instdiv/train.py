@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -34,19 +35,31 @@ CURVES_DIR = Path("reports/plots")
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # our ProgressLine says what matters
 warnings.filterwarnings("ignore", message=".*(exists and is not empty|LeafSpec|dataloader is not resumable).*")
 VAL_SPLITS = ("seen", "unseen")
-MONITOR = "val/unseen_op_accuracy"
+MONITOR = "val/unseen_op_accuracy"  # every task names its held-out validation split "unseen"
+
+
+@dataclass
+class FitData:
+    """What a training run needs from a task: (x, y) training pairs, validation sets whose rows are
+    (left-padded prompt, mask, target, is_noop) for greedy exact match, their names, and the GPT's shape."""
+
+    train: TensorDataset
+    val: list[TensorDataset]
+    val_splits: tuple[str, ...]
+    gpt: GPTConfig
 
 
 class LitGPT(L.LightningModule):
-    """The GPT plus what training needs: loss, schedule, and seen/unseen accuracy on validation."""
+    """The GPT plus what training needs: loss, schedule, and exact-match accuracy on the validation sets."""
 
-    def __init__(self, gpt: dict, train: dict, total_steps: int):
+    def __init__(self, gpt: dict, train: dict, total_steps: int, val_splits: tuple[str, ...] = VAL_SPLITS):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.model = GPT(GPTConfig(**gpt))
         self.tcfg = TrainConfig(**train)
         self.total_steps = total_steps
-        self.acc = torch.nn.ModuleDict({f"{split}_{kind}": MeanMetric() for split in VAL_SPLITS
+        self.val_splits = tuple(val_splits)
+        self.acc = torch.nn.ModuleDict({f"{split}_{kind}": MeanMetric() for split in self.val_splits
                                         for kind in ("accuracy", "op_accuracy", "noop_accuracy")})
 
     def training_step(self, batch, batch_idx):
@@ -58,7 +71,7 @@ class LitGPT(L.LightningModule):
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         prompts, mask, targets, noop = batch
         correct = exact_match(self.model, prompts, mask, targets).float()
-        split = VAL_SPLITS[dataloader_idx]
+        split = self.val_splits[dataloader_idx]
         self.acc[f"{split}_accuracy"].update(correct)
         if (~noop).any():
             self.acc[f"{split}_op_accuracy"].update(correct[~noop])
@@ -95,9 +108,10 @@ class ProgressLine(Callback):
             return
         m = trainer.callback_metrics
         get = lambda k: float(m[k]) if k in m else float("nan")  # noqa: E731
-        print(f"step {trainer.global_step:>6}/{self.total}  loss {get('train/loss'):.4f}  "
-              f"seen {get('val/seen_accuracy'):.3f}  unseen-op {get('val/unseen_op_accuracy'):.3f}  "
-              f"unseen-noop {get('val/unseen_noop_accuracy'):.3f}  [{time.time() - self.start:.0f}s]", flush=True)
+        shown = [("seen", "val/seen_accuracy"), ("unseen-op", MONITOR), ("unseen-noop", "val/unseen_noop_accuracy")]
+        scores = "  ".join(f"{name} {get(key):.3f}" for name, key in shown if key in m)
+        print(f"step {trainer.global_step:>6}/{self.total}  loss {get('train/loss'):.4f}  {scores}  "
+              f"[{time.time() - self.start:.0f}s]", flush=True)
 
 
 def choose_precision(tcfg: TrainConfig, mcfg: ModelConfig) -> str:
@@ -145,14 +159,16 @@ def build_trainer(tcfg: TrainConfig, mcfg: ModelConfig, total_steps: int, logger
     return L.Trainer(**kwargs)
 
 
-def loaders(params: Params, tables: dict[str, pa.Table]):
-    rcfg, tcfg = params.rewrite, params.train
-    train = train_tensors(tables["train"], rcfg)
+def rewrite_data(params: Params, tables: dict[str, pa.Table]) -> FitData:
+    """The rewrite task's training data: validation on new inputs of seen rules and on unseen rules."""
+    val = [TensorDataset(*EvalSet.from_table(tables[f"valid_{s}"], params.rewrite).tensors()) for s in VAL_SPLITS]
+    return FitData(train_tensors(tables["train"], params.rewrite), val, VAL_SPLITS, gpt_config(params))
+
+
+def loaders(tcfg: TrainConfig, data: FitData) -> tuple[DataLoader, list[DataLoader]]:
     gen = torch.Generator().manual_seed(tcfg.seed)
-    train_loader = DataLoader(train, batch_size=tcfg.batch_size, shuffle=True, drop_last=False, generator=gen)
-    val = [DataLoader(TensorDataset(*EvalSet.from_table(tables[f"valid_{s}"], rcfg).tensors()), batch_size=512)
-           for s in VAL_SPLITS]
-    return train_loader, val
+    train_loader = DataLoader(data.train, batch_size=tcfg.batch_size, shuffle=True, drop_last=False, generator=gen)
+    return train_loader, [DataLoader(v, batch_size=512) for v in data.val]
 
 
 def read_tables(data_dir: Path = rewrite.DATA_DIR) -> tuple[dict[str, pa.Table], dict]:
@@ -161,20 +177,19 @@ def read_tables(data_dir: Path = rewrite.DATA_DIR) -> tuple[dict[str, pa.Table],
     return {name: rewrite.read_split(name, data_dir, manifest) for name in manifest["files"]}, manifest
 
 
-def fit(params: Params, tables: dict[str, pa.Table], logger, ckpt_dir: Path, resume: bool = False,
+def fit(params: Params, data: FitData, logger, ckpt_dir: Path, resume: bool = False,
         callbacks=(), verbose: bool = True) -> tuple[GPT | None, dict]:
-    """Train on in-memory tables; return the best model (None off rank zero) and what happened.
+    """Train on in-memory data; return the best model on `MONITOR` (None off rank zero) and what happened.
 
-    Used by the `train` stage and by every sweep trial. `ckpt_dir` holds best.ckpt and last.ckpt; with
-    `resume`, training continues from last.ckpt.
+    Used by the `train` stage, every sweep trial and the code-model stages. `ckpt_dir` holds best.ckpt and
+    last.ckpt; with `resume`, training continues from last.ckpt.
     """
     mcfg, tcfg = params.model, params.train
-    train_loader, val_loaders = loaders(params, tables)
+    train_loader, val_loaders = loaders(tcfg, data)
     total_steps = tcfg.total_steps(len(train_loader.dataset))
-    gpt = gpt_config(params)
     last = ckpt_dir / "last.ckpt"
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    lit = LitGPT(dataclasses.asdict(gpt), dataclasses.asdict(tcfg), total_steps)
+    lit = LitGPT(dataclasses.asdict(data.gpt), dataclasses.asdict(tcfg), total_steps, data.val_splits)
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max",
                            enable_version_counter=False)
     # A separate callback for "last": save_last only writes when the best one improved.
@@ -227,7 +242,7 @@ def train(params: Params, data_dir: Path = rewrite.DATA_DIR) -> dict:
                                 "train.precision_used": choose_precision(tcfg, mcfg)})
         log_datasets(run_id, tables, {k: v["sha256"] for k, v in manifest["files"].items()}, data_dir)
 
-    best, info = fit(params, tables, logger, ckpt_dir, resume)
+    best, info = fit(params, rewrite_data(params, tables), logger, ckpt_dir, resume)
     if best is None:
         return {}
     run_file.write_text(json.dumps({"run_id": run_id, "finished": True}) + "\n")
