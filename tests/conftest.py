@@ -25,6 +25,8 @@ TINY = {
              "tests_per_program": 3, "seed": 0},
     "mix": {"total_examples": 40, "general_percents": [0, 25], "general_tasks": ["rewrite", "arithmetic", "words"],
             "code_source": None, "general_source": None, "seed": 0},
+    "code_model": {"epochs": 2, "batch_size": 16, "timeout_seconds": 5, "memory_mb": 512, "workers": 2,
+                   "benchmarks": []},
     "model": {"n_layer": 2, "n_head": 2, "d_model": 32, "dropout": 0.0},
     "train": {"seed": 0, "batch_size": 32, "lr": 3e-3, "weight_decay": 0.1, "warmup_frac": 0.1, "epochs": 1,
               "max_steps": 30, "val_every_steps": 10, "precision": "auto", "accelerator": "cpu",

@@ -133,6 +133,41 @@ def mix(percent: int, params: ParamsOpt = Path("params.yaml")):
                ", ".join(f"{k} {v:,}" for k, v in counts["sources"].items()))
 
 
+@app.command("code-train")
+@friendly
+def code_train(percent: int, params: ParamsOpt = Path("params.yaml")):
+    """Train the code model on the mix with PERCENT% general-domain rows (stage `code_train@PERCENT`)."""
+    from instdiv import codetrain
+    from instdiv.config import load_params
+
+    info = codetrain.train(load_params(params), percent)
+    if info:
+        typer.echo(f"models/code/general-{percent}.pt: {info['steps']} steps in {info['fit_seconds']} s, "
+                   f"best validation exact match {info['best_score']:.3f}")
+
+
+@app.command("code-eval")
+@friendly
+def code_eval(percent: int, params: ParamsOpt = Path("params.yaml")):
+    """Run the code model's programs against the hidden tests in the sandbox (stage `code_eval@PERCENT`)."""
+    from instdiv import codeeval
+    from instdiv.config import load_params
+
+    m = codeeval.evaluate(load_params(params), percent)
+    typer.echo(f"{percent}% general: pass@1 {m['pass_at_1']:.3f}, parses {m['parse_rate']:.3f} "
+               f"({m['programs']} held-out programs)")
+
+
+@app.command("code-report")
+@friendly
+def code_report(params: ParamsOpt = Path("params.yaml")):
+    """pass@1 against the general-domain share beside the paper's table (stage `code_report`)."""
+    from instdiv import codeeval
+    from instdiv.config import load_params
+
+    typer.echo(codeeval.report(load_params(params))["verdict"])
+
+
 @app.command()
 @friendly
 def experiment(name: str, params: ParamsOpt = Path("params.yaml")):

@@ -216,6 +216,27 @@ class MixConfig:
 
 
 @dataclass(frozen=True)
+class CodeModelConfig:
+    """One code model per mix: the GPT's shape is `model`, the optimizer's settings `train`; these differ."""
+
+    epochs: float = 30.0  # a few thousand rows need many passes
+    batch_size: int = 32
+    timeout_seconds: float = 5.0  # per program, wall clock
+    memory_mb: int = 512  # per program
+    workers: int | None = None  # programs run at once; null: the CPU count
+    benchmarks: list[str] = field(default_factory=list)  # HumanEval/MBPP-form files, scored as well
+
+    def validate(self) -> None:
+        _positive(self, "code_model", "epochs", "batch_size", "timeout_seconds", "memory_mb")
+        if self.workers is not None:
+            _positive(self, "code_model", "workers")
+        for path in self.benchmarks:
+            if not Path(path).is_file():
+                raise ConfigError(f"code_model.benchmarks: {path} not found; give HumanEval- or MBPP-form .jsonl "
+                                  "or .parquet files, or []")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """GPT decoder size; vocabulary and context length follow from the data."""
 
@@ -367,6 +388,7 @@ class Params:
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
     code: CodeConfig = field(default_factory=CodeConfig)
     mix: MixConfig = field(default_factory=MixConfig)
+    code_model: CodeModelConfig = field(default_factory=CodeModelConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
