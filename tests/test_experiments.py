@@ -163,7 +163,12 @@ def test_experiment_stages_are_declared_apart_from_the_default_pipeline():
                             capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     declared = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml") if p.name != "dvc.yaml")
-    assert sorted(line.split("@")[1] for line in listed.stdout.split()) == declared
+    stages = listed.stdout.split()
+    assert sorted(s.split("@")[1] for s in stages if s.startswith("experiments/dvc.yaml:experiment@")) == declared
+    percents = yaml.safe_load((REPO / "params.yaml").read_text())["mix"]["general_percents"]
+    for step in ("code_train", "code_eval"):
+        assert {f"experiments/dvc.yaml:{step}@{p}" for p in percents} <= set(stages)
+    assert "experiments/dvc.yaml:code_report" in stages
     default = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=REPO, env=env, capture_output=True,
                              text=True, timeout=120)
     assert not any(line.startswith("experiment") for line in default.stdout.split())
