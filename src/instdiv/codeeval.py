@@ -18,7 +18,8 @@ import torch
 from instdiv import codetasks, loaders, sandbox, tokenizer as tok
 from instdiv.codetrain import model_path
 from instdiv.config import Params
-from instdiv.evaluate import greedy, load_model
+from instdiv.errors import DataError
+from instdiv.evaluate import greedy, load_checkpoint
 
 REPORT_DIR = Path("reports/code")
 EVALS_DIR = REPORT_DIR / "evals"  # one file per mix, what the report reads
@@ -57,8 +58,8 @@ def evaluate(params: Params, percent: int) -> dict:
     cm = params.code_model
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = model_path(percent)
-    model = load_model(path, device)
-    width = torch.load(path, map_location="cpu", weights_only=True)["prompt_width"]
+    model, extras = load_checkpoint(path, device, f"code_train@{percent}")
+    width = extras["prompt_width"]
     limits = sandbox.Limits(seconds=cm.timeout_seconds, memory_mb=cm.memory_mb)
     test = codetasks.read_split("test").to_pydict()
     programs = complete(model, test["instruction"], width, 64, device)
@@ -105,8 +106,6 @@ def report(params: Params) -> dict:
     for percent in params.mix.general_percents:
         path = EVALS_DIR / f"general-{percent}.json"
         if not path.is_file():
-            from instdiv.errors import DataError
-
             raise DataError(f"{path} not found; evaluate that mix first: dvc repro code_eval@{percent}")
         m = json.loads(path.read_text())
         rows.append({"general_percent": percent, "pass_at_1": m["pass_at_1"], "parse_rate": m["parse_rate"],

@@ -8,18 +8,16 @@ validation programs, whose structures never occur in training.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import TensorDataset
 
-from instdiv import codetasks, mix, tokenizer as tok
+from instdiv import codetasks, datafiles, mix, tokenizer as tok
 from instdiv.config import Params
-from instdiv.errors import ConfigError, DataError
+from instdiv.errors import ConfigError
 from instdiv.evaluate import EvalSet
 from instdiv.model import GPTConfig
 from instdiv.tracking import artifact_location, flatten, git_commit, tracking_uri
@@ -34,14 +32,7 @@ def model_path(percent: int) -> Path:
 
 
 def read_mix(percent: int) -> pa.Table:
-    path = mix.DATA_DIR / f"general-{percent}.parquet"
-    if not path.is_file():
-        raise DataError(f"{path} not found; build it first: dvc repro mix@{percent}")
-    try:
-        return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path} is not a readable Parquet file ({exc}); rebuild it: dvc repro -f mix@{percent}") \
-            from None
+    return datafiles.read(f"general-{percent}", mix.DATA_DIR, None, mix.SCHEMA.names, f"mix@{percent}")
 
 
 def shape(instructions: list[str], responses: list[str]) -> tuple[int, int]:
@@ -79,7 +70,7 @@ def train(params: Params, percent: int) -> dict:
     data = fit_data(p, table, valid)
     uri = tracking_uri(params.tracking)
     experiment = f"{params.tracking.experiment}-code"
-    digest = hashlib.sha256(table.to_pandas().to_json().encode()).hexdigest()
+    digest = datafiles.sha256(mix.DATA_DIR / f"general-{percent}.parquet")
     logger = MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_name=f"code-general-{percent}",
                           artifact_location=artifact_location(uri, experiment),
                           tags={"git_commit": git_commit(), "mix.general_percent": str(percent),

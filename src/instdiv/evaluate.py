@@ -81,19 +81,24 @@ def predict(model: GPT, es: EvalSet, batch_size: int, device) -> torch.Tensor:
     return torch.cat(outs) if outs else es.targets[:0]
 
 
-def load_model(path: Path = MODEL_PATH, device="cpu") -> GPT:
+def load_model(path: Path = MODEL_PATH, device="cpu", stage: str = "train") -> GPT:
+    return load_checkpoint(path, device, stage)[0]
+
+
+def load_checkpoint(path: Path, device="cpu", stage: str = "train") -> tuple[GPT, dict]:
+    """The model in a file we wrote, and the file's other entries (e.g. the prompt width of a code model)."""
     from instdiv.errors import DataError
 
     if not path.is_file():
-        raise DataError(f"{path} not found; train first: dvc repro train")
+        raise DataError(f"{path} not found; train first: dvc repro {stage}")
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
-        model = GPT(GPTConfig(**blob["config"]))
-        model.load_state_dict(blob["state_dict"])
+        model = GPT(GPTConfig(**blob.pop("config")))
+        model.load_state_dict(blob.pop("state_dict"))
     except Exception as exc:  # a truncated or foreign file: say which and how to rebuild it
-        raise DataError(f"{path} is not a model this version can read ({exc}); retrain: dvc repro -f train") \
+        raise DataError(f"{path} is not a model this version can read ({exc}); retrain: dvc repro -f {stage}") \
             from None
-    return model.to(device).eval()
+    return model.to(device).eval(), blob
 
 
 def score(model: GPT, tables: dict[str, pa.Table], cfg: RewriteConfig, batch_size: int, device,

@@ -213,16 +213,16 @@ def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Pa
                              sharey=True)
     x_values = _values(params, exp.x)
     categorical = any(isinstance(v, str) for v in x_values)
+    position = {str(v): i for i, v in enumerate(x_values)}  # categorical x: in the order the sweep lists them
+    order = {str(v): i for i, v in enumerate(_values(params, exp.series))}
     for r, metric in enumerate(exp.metrics):
         for c, panel in enumerate(panels):
             ax = axes[r][c]
             sub = points if panel is None else points[points[exp.panel].astype(str) == str(panel)]
             groups = sub.groupby(exp.series, sort=False) if exp.series != exp.x else [(None, sub)]
-            order = {str(v): i for i, v in enumerate(_values(params, exp.series))}
             for value, g in sorted(groups, key=lambda item: order.get(str(item[0]), 0)):
                 if categorical:
-                    pos = {str(v): i for i, v in enumerate(x_values)}
-                    g = g.assign(_x=[pos[str(v)] for v in g[exp.x]]).sort_values("_x")
+                    g = g.assign(_x=[position[str(v)] for v in g[exp.x]]).sort_values("_x")
                     xs = g["_x"]
                 else:
                     g = g.sort_values(exp.x)

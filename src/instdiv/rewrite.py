@@ -303,8 +303,9 @@ def make_examples(rng: np.random.Generator, rules: list[Rule], ids: np.ndarray, 
     which = which[rng.permutation(n)]
     noop = np.zeros(n, dtype=bool)
     noop[rng.permutation(n)[: round(cfg.noop_share * n)]] = True
-    patterns = [rules[k][0] for k in which.tolist()]
-    replacements = [rules[k][1] for k in which.tolist()]
+    order = which.tolist()
+    patterns = [rules[k][0] for k in order]
+    replacements = [rules[k][1] for k in order]
     row_ids = ids[which]
     texts = _inputs(rng, patterns, noop, cfg, occurrences)
     if avoid:
@@ -319,7 +320,7 @@ def make_examples(rng: np.random.Generator, rules: list[Rule], ids: np.ndarray, 
             raise ConfigError("rewrite: too few distinct inputs per rule for new test inputs; lengthen "
                               "rewrite.input_length or lower rewrite.n_test_examples")
     outputs = [t.replace(p, r, 1) for t, p, r in zip(texts, patterns, replacements)]
-    extra = {name: [values[k] for k in which.tolist()] for name, values in (columns or {}).items()}
+    extra = {name: [values[k] for k in order] for name, values in (columns or {}).items()}
     if "key" in extra:
         outputs = [shift(o, key, cfg.alphabet_size) for o, key in zip(outputs, extra["key"])]
     if occurrences is not None:

@@ -117,7 +117,8 @@ def training_tensors(prompts: list[str], outputs: list[str], block_size: int,
         raise ValueError(f"a prompt and output of {ends.max()} tokens leave no room for EOS in {block_size + 1}")
     ids[np.arange(len(ids)), ends] = EOS_ID
     x, y = ids[:, :-1].copy(), ids[:, 1:].copy()
-    prompt_len = (encoder(prompts, block_size + 1) != PAD_ID).sum(1)
+    # Both vocabularies spend one token per byte (the rewrite one is ASCII), so no second encoding is needed.
+    prompt_len = np.fromiter(map(byte_length, prompts), dtype=np.int64, count=len(prompts))
     positions = np.arange(block_size)[None, :]
     y[(positions < prompt_len[:, None] - 1) | (y == PAD_ID)] = IGNORE
     return torch.from_numpy(x), torch.from_numpy(y)
