@@ -35,6 +35,15 @@ def test_held_out_programs_are_unseen_structures():
     assert set(per_program.values()) == {3}
 
 
+def test_held_out_rows_do_not_depend_on_the_training_knobs():
+    # A sweep over programs x examples per program compares models on one test set.
+    base = codetasks.generate(CODE)
+    for change in ({"n_programs": 60}, {"examples_per_program": 7}):
+        other = codetasks.generate(dataclasses.replace(CODE, **change))
+        assert other["test"].equals(base["test"]) and other["valid"].equals(base["valid"])
+        assert not other["train"].equals(base["train"])
+
+
 def test_an_instruction_describes_its_program():
     import numpy as np
 

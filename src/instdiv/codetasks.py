@@ -171,13 +171,13 @@ def generate(cfg: CodeConfig) -> dict[str, pa.Table]:
     check_feasible(cfg)
     rng = np.random.default_rng(cfg.seed)
     taken: set[Structure] = set()
-    test = sample_structures(rng, cfg.n_test_programs, cfg, taken)
-    valid = sample_structures(rng, cfg.n_test_programs, cfg, taken)
+    t = cfg.n_test_programs
+    # The held-out splits are drawn before anything that depends on the training knobs, so every
+    # n_programs x examples_per_program (a sweep over them) is scored on the very same test rows.
+    test = make_examples(rng, sample_structures(rng, t, cfg, taken), 0, 1, cfg)
+    valid = make_examples(rng, sample_structures(rng, t, cfg, taken), t, 1, cfg)
     train = sample_structures(rng, cfg.n_programs, cfg, taken)
-    n, t = cfg.n_programs, cfg.n_test_programs
-    return {"train": make_examples(rng, train, 0, cfg.examples_per_program, cfg),
-            "valid": make_examples(rng, valid, n + t, 1, cfg),
-            "test": make_examples(rng, test, n, 1, cfg)}
+    return {"train": make_examples(rng, train, 2 * t, cfg.examples_per_program, cfg), "valid": valid, "test": test}
 
 
 def write(tables: dict[str, pa.Table], cfg: CodeConfig, out_dir: Path = DATA_DIR) -> dict:
