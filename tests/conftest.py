@@ -33,7 +33,7 @@ TINY = {
               "devices": 1, "strategy": "auto", "grad_clip": 1.0, "checkpoint_dir": "checkpoints"},
     "evaluate": {"batch_size": 64, "n_samples": 5},
     "tracking": {"uri": None, "experiment": "tests"},
-    "sweep": {"mode": "threshold", "study": "tests", "storage": None, "metric": "unseen_op_accuracy",
+    "sweep": {"mode": "threshold", "task": "rewrite", "study": "tests", "storage": None, "metric": "unseen_op_accuracy",
               "target": 0.5, "instructions": [4, 32], "axes": {}, "total_examples": None, "seeds": [0],
               "max_trials": 3, "workers": 1, "max_retries": 2, "heartbeat_seconds": 30, "pruning": False,
               "epochs": None, "bootstrap": 50, "confidence": 0.9},

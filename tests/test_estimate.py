@@ -42,3 +42,23 @@ def test_headline_format():
     line = est.headline({"threshold_instructions": 181.4, "ci_low": 140.2, "ci_high": 230.9, "confidence": 0.9,
                          "n_trials": 7, "target": 0.5, "metric": "unseen_op_accuracy", "fit": {}})
     assert line == "threshold: 181 instructions (90% CI 140-231) from 7 training runs"
+
+
+def test_the_estimate_stage_reads_a_code_sweep(in_tmp):
+    """A threshold over code programs: trials.csv has n_programs and pass@1, no seen accuracy."""
+    import json
+
+    import pandas as pd
+
+    from instdiv.config import SweepConfig
+
+    programs = np.geomspace(10, 1000, 8).round().astype(int)
+    pd.DataFrame({"state": "COMPLETE", "n_programs": programs, "seed": 0,
+                  "pass_at_1": curve(programs, plateau=0.8, midpoint=100), "parse_rate": 1.0}).to_csv(
+        in_tmp / "trials.csv", index=False)
+    cfg = SweepConfig(task="code", metric="pass_at_1", target=0.4, bootstrap=50)
+    result = est.run(cfg, in_tmp / "trials.csv")
+    assert result["threshold_instructions"] == pytest.approx(100, rel=0.05) and result["metric"] == "pass_at_1"
+    assert json.loads(est.THRESHOLD_PATH.read_text())["metric"] == "pass_at_1"
+    assert list(pd.read_csv(est.POINTS_PATH).columns[:3]) == ["n_programs", "pass_at_1", "parse_rate"]
+    assert est.FIGURE_PATH.stat().st_size > 10_000

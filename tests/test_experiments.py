@@ -93,6 +93,40 @@ def test_tiny_experiment_end_to_end(tiny, in_tmp, axes, x, series, panel, metric
     assert yaml.safe_load((in_tmp / "reports/tiny/params.yaml").read_text())["rewrite"]["total_examples"] == 400
 
 
+def test_tiny_code_experiment_end_to_end(tiny, in_tmp):
+    """Optuna over code programs x general-domain share: one model per point, scored by running its programs
+    on the same held-out rows, nested MLflow runs, the figure."""
+    import mlflow
+
+    from instdiv.tracking import tracking_uri
+
+    write_params(in_tmp / "params.yaml", tiny)
+    declare(in_tmp, "codemix", title="Code", paper="18K code + 2K general beat 20K code.", x="general_percent",
+            series="n_programs", metrics=["pass_at_1", "parse_rate"],
+            params={"sweep": {"task": "code", "metric": "pass_at_1", "mode": "grid", "study": "exp-code",
+                              "instructions": [4, 8], "axes": {"general_percent": [0, 25]}}})
+    result = experiments.run("codemix")
+    assert result["trials"] == 4
+    trials = pd.read_csv(in_tmp / "reports/codemix/trials.csv")
+    assert set(trials["state"]) == {"COMPLETE"}
+    assert sorted(zip(trials["n_programs"], trials["general_percent"])) == [(4, 0), (4, 25), (8, 0), (8, 25)]
+    assert dict(zip(trials["n_programs"], trials["examples_per_program"])) == {4: 10, 8: 5}  # the budget of 40
+    shares = trials[[c for c in trials if c.startswith("share_")]].sum(axis=1)
+    assert np.allclose(shares, 1.0) and trials["pass_at_1"].between(0, 1).all()
+    assert (trials["pass_at_1"] <= trials["parse_rate"] + 1e-9).all()
+    points = pd.read_csv(in_tmp / "reports/codemix/points.csv")
+    assert len(points) == 4 and {"pass_at_1", "parse_rate"} <= set(points)
+    assert (in_tmp / "reports/codemix/figure.png").stat().st_size > 10_000
+    client = mlflow.MlflowClient(tracking_uri(experiments.load("codemix")[1].tracking))
+    runs = {r.info.run_id: r for r in client.search_runs(
+        [client.get_experiment_by_name("tests").experiment_id])}
+    for run_id in trials["mlflow_run_id"]:
+        run = runs[run_id]
+        assert "mlflow.parentRunId" in run.data.tags and run.data.tags["data.train.sha256"]
+        assert "test/pass_at_1" in run.data.metrics and run.data.params["sweep.task"] == "code"
+    assert len(set(trials["data_sha256"])) == 4  # four different training sets
+
+
 def test_paper_table_beside_ours(tiny, in_tmp):
     """The paper's table layout with `ours / paper` cells; the report stage reads only finished trials."""
     write_params(in_tmp / "params.yaml", tiny)

@@ -56,6 +56,54 @@ def test_bad_sweep_settings(tiny, in_tmp, change, message):
         load_params(write_params(in_tmp / "params.yaml", tiny))
 
 
+@pytest.mark.parametrize("change,message", [
+    ({}, "sweep.metric=unseen_op_accuracy is not measured by task code; choose one of pass_at_1, parse_rate"),
+    ({"metric": "pass_at_1", "mode": "grid", "axes": {"general_share": [0, 10]}},
+     "'general_share' is not a code key .*did you mean 'general_percent'"),
+    ({"metric": "pass_at_1", "mode": "grid", "axes": {"n_programs": [4]}}, "sweep.instructions and sweep.seeds"),
+])
+def test_bad_code_sweep_settings(tiny, in_tmp, change, message):
+    tiny["sweep"].update({"task": "code", **change})
+    with pytest.raises(ConfigError, match=message):
+        load_params(write_params(in_tmp / "params.yaml", tiny))
+    tiny["sweep"].update(task="rewrite", metric="pass_at_1")
+    with pytest.raises(ConfigError, match="not measured by task rewrite"):
+        load_params(write_params(in_tmp / "params.yaml", tiny))
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"axes": {"general_percent": [0, 150]}}, r"'general_percent': 150.*mix.general_percents"),
+    ({"axes": {"examples_per_program": [1]}}, r"4 programs x code.examples_per_program=1 give fewer than the 40"),
+    ({"instructions": [4, 2000]}, r"'n_programs': 2000.*lower code.n_programs"),
+])
+def test_impossible_code_points_fail_before_training(tiny, in_tmp, change, message):
+    tiny["sweep"].update({"task": "code", "metric": "pass_at_1", "mode": "grid", "instructions": [4, 8], **change})
+    with pytest.raises(ConfigError, match=message):
+        sweep.check(load_params(write_params(in_tmp / "params.yaml", tiny)))
+    assert not (in_tmp / "optuna.db").exists()
+
+
+def test_code_sweep_needs_the_synthetic_programs(tiny, in_tmp):
+    tiny["sweep"].update(task="code", metric="pass_at_1", mode="grid", instructions=[4, 8])
+    tiny["mix"]["code_source"] = "oss-instruct.jsonl"
+    with pytest.raises(ConfigError, match="set mix.code_source to null for the sweep"):
+        sweep.check(load_params(write_params(in_tmp / "params.yaml", tiny)))
+
+
+def test_code_trials_keep_the_budget_and_one_share_each(tiny, in_tmp):
+    tiny["sweep"].update(task="code", metric="pass_at_1", mode="grid", instructions=[4, 8],
+                         axes={"general_percent": [0, 25]}, epochs=5)
+    params = load_params(write_params(in_tmp / "params.yaml", tiny))
+    few = sweep.trial_params(params, {"n_programs": 4, "general_percent": 25, "seed": 3})
+    many = sweep.trial_params(params, {"n_programs": 8, "general_percent": 0, "seed": 0})
+    assert (few.code.n_programs, few.code.examples_per_program, few.mix.general_percents) == (4, 10, [25])  # 40 / 4
+    assert (many.code.n_programs, many.code.examples_per_program, many.mix.general_percents) == (8, 5, [0])
+    assert few.mix.total_examples == many.mix.total_examples == 40
+    assert (few.train.seed, few.train.epochs, few.train.batch_size) == (3, 5, 16)  # code_model's batch size
+    assert sweep.study_name(params) != sweep.study_name(load_params(write_params(
+        in_tmp / "p2.yaml", {**tiny, "code": {**tiny["code"], "depth": 1}})))  # code settings are in the hash
+
+
 def test_impossible_point_and_sqlite_workers_fail_before_training(tiny, in_tmp):
     tiny["sweep"].update(mode="grid", instructions=[4, 5000], total_examples=10_000)  # 5000 rules: too many
     with pytest.raises(ConfigError, match=r"sweep point \{'n_instructions': 5000.*allow only"):

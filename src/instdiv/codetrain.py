@@ -58,15 +58,20 @@ def fit_data(params: Params, train: pa.Table, valid: pa.Table) -> FitData:
                    ("unseen",), GPTConfig.from_params(params.model, tok.BYTE_VOCAB_SIZE, block))
 
 
+def training_params(params: Params, epochs: float | None = None) -> Params:
+    """`train` with the code model's budget (code_model.epochs, or `epochs`) and batch size."""
+    cm = params.code_model
+    return dataclasses.replace(params, train=dataclasses.replace(
+        params.train, epochs=epochs or cm.epochs, max_steps=None, batch_size=cm.batch_size))
+
+
 def train(params: Params, percent: int) -> dict:
     """The `code_train@<percent>` stage: models/code/general-<percent>.pt and its MLflow run."""
     from lightning.pytorch.loggers import MLFlowLogger
 
     params.code_model.validate()
     table, valid = read_mix(percent), codetasks.read_split("valid")
-    cm = params.code_model
-    p = dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=cm.epochs, max_steps=None,
-                                                              batch_size=cm.batch_size))
+    p = training_params(params)
     data = fit_data(p, table, valid)
     uri = tracking_uri(params.tracking)
     experiment = f"{params.tracking.experiment}-code"

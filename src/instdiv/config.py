@@ -312,23 +312,32 @@ class TrackingConfig:
             raise ConfigError("tracking.experiment must be a non-empty name")
 
 
+CODE_METRICS = ["pass_at_1", "parse_rate"]
+
+
 @dataclass(frozen=True)
 class SweepConfig:
-    """An Optuna study over instruction count x examples per instruction x skew (src/instdiv/sweep.py)."""
+    """An Optuna study over instruction count x examples per instruction x skew (src/instdiv/sweep.py), on
+    the rewrite task or on code-instruction mixes (programs x general-domain share)."""
 
     # threshold: adaptive search for the I where `metric` crosses `target`; grid: every combination once.
     mode: Literal["threshold", "grid"] = "threshold"
+    # rewrite: I = distinct rules (the `rewrite` section); code: I = distinct code programs (`code`, mixed
+    # per `mix`, trained per `code_model`, scored by running the programs).
+    task: Literal["rewrite", "code"] = "rewrite"
     study: str = "rewrite"  # a suffix hashed from the settings keeps different sweeps apart
     # Any Optuna storage URL (sqlite:///, postgresql://...) or journal:<file> for several workers on one
     # host; null: sqlite:///<repository root>/optuna.db.
     storage: str | None = None
-    metric: Literal["unseen_op_accuracy", "unseen_accuracy", "seen_accuracy"] = "unseen_op_accuracy"
+    metric: Literal["unseen_op_accuracy", "unseen_accuracy", "seen_accuracy", "pass_at_1",
+                    "parse_rate"] = "unseen_op_accuracy"
     target: float = 0.5
     instructions: list[int] = field(default_factory=lambda: [16, 1024])  # threshold: [min, max]; grid: values
-    # More grid axes: `rewrite` keys and their values, e.g. {examples_per_instruction: [10, 100]} (S instead of
-    # the budget N), {skew: [1.0, 0.2, 0.03]}, {noop_share: [0.1, 0.5]}. Threshold mode takes one value each.
+    # More grid axes: keys of the task's section and their values. rewrite: e.g. {examples_per_instruction:
+    # [10, 100]} (S instead of the budget N), {skew: [1.0, 0.2, 0.03]}, {noop_share: [0.1, 0.5]}; code: e.g.
+    # {general_percent: [0, 10, 25]}, {depth: [1, [1, 2]]}. Threshold mode takes one value each.
     axes: dict[str, list] = field(default_factory=dict)
-    total_examples: int | None = None  # the trials' budget N = I x S; null: rewrite's
+    total_examples: int | None = None  # the trials' budget N; null: rewrite's (mix's for task code)
     seeds: list[int] = field(default_factory=lambda: [0])  # grid: every point once per seed
     max_trials: int = 7  # threshold mode's budget of training runs
     workers: int = 1  # processes started by one command; start the command on more machines to add more
@@ -344,14 +353,21 @@ class SweepConfig:
         _positive(self, s, "max_trials", "workers", "heartbeat_seconds", "bootstrap")
         if not self.instructions or min(self.instructions) <= 0:
             raise ConfigError(f"{s}.instructions={self.instructions} must list positive instruction counts")
-        hints = typing.get_type_hints(RewriteConfig)
+        code = self.task == "code"
+        if (self.metric in CODE_METRICS) != code:
+            choices = CODE_METRICS if code else [m for m in typing.get_args(
+                typing.get_type_hints(SweepConfig)["metric"]) if m not in CODE_METRICS]
+            raise ConfigError(f"sweep.metric={self.metric} is not measured by task {self.task}; choose one of "
+                              f"{', '.join(choices)}")
+        hints = {**typing.get_type_hints(CodeConfig), "general_percent": int} if code else \
+            typing.get_type_hints(RewriteConfig)
         for key, values in self.axes.items():
-            if key in ("n_instructions", "seed"):
+            if key in (self.count_axis, "seed"):
                 raise ConfigError(f"sweep.axes: '{key}' has its own setting: sweep.instructions and sweep.seeds")
             if key not in hints:
                 close = difflib.get_close_matches(key, list(hints), n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"sweep.axes: '{key}' is not a rewrite key an axis can vary{hint}")
+                raise ConfigError(f"sweep.axes: '{key}' is not a {self.task} key an axis can vary{hint}")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"sweep.axes.{key}={values!r}: give a non-empty list of values")
             for value in values:
@@ -381,6 +397,11 @@ class SweepConfig:
             _positive(self, s, "total_examples")
         if not self.seeds:
             raise ConfigError(f"{s}.seeds must list at least one seed")
+
+    @property
+    def count_axis(self) -> str:
+        """The parameter of the instruction count I in trials: rules or code programs."""
+        return "n_programs" if self.task == "code" else "n_instructions"
 
 
 @dataclass(frozen=True)

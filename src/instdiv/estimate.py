@@ -26,6 +26,7 @@ FIGURE_PATH = REPORT_DIR / "phase_diagram.png"
 HEATMAP_PATH = REPORT_DIR / "heatmap.png"
 POINTS_PATH = REPORT_DIR / "points.csv"
 FIT_PATH = REPORT_DIR / "fit.csv"
+X_LABEL = {"n_instructions": "distinct training instructions I", "n_programs": "distinct training code programs I"}
 
 
 def logistic(x, plateau, steepness, midpoint):
@@ -94,20 +95,22 @@ def run(cfg: SweepConfig, trials_path: Path) -> dict:
     if len(done) < 3 or cfg.metric not in done:
         raise DataError(f"{trials_path} holds {len(done)} completed trials; the fit needs at least 3 "
                         "(raise sweep.max_trials or finish the sweep: dvc repro sweep)")
-    est = estimate(done["n_instructions"], done[cfg.metric], cfg.target, cfg.bootstrap, cfg.confidence)
+    x = cfg.count_axis
+    est = estimate(done[x], done[cfg.metric], cfg.target, cfg.bootstrap, cfg.confidence)
     est["metric"] = cfg.metric
     THRESHOLD_PATH.parent.mkdir(parents=True, exist_ok=True)
     THRESHOLD_PATH.write_text(json.dumps(est, indent=2) + "\n")
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    cols = ["n_instructions", "seen_accuracy", "unseen_accuracy", "unseen_op_accuracy", *cfg.axes, "seed"]
-    done.sort_values("n_instructions")[[c for c in cols if c in done]].to_csv(POINTS_PATH, index=False)
-    grid = np.geomspace(done["n_instructions"].min(), done["n_instructions"].max(), 60)
+    cols = [x, "seen_accuracy", "unseen_accuracy", "unseen_op_accuracy", "pass_at_1", "parse_rate", *cfg.axes,
+            "seed"]
+    done.sort_values(x)[[c for c in cols if c in done]].to_csv(POINTS_PATH, index=False)
+    grid = np.geomspace(done[x].min(), done[x].max(), 60)
     if est["fit"]:
         f = est["fit"]
         fitted = logistic(np.log(grid), f["plateau"], f["steepness"], f["midpoint_log_i"])
-        pd.DataFrame({"n_instructions": grid.round(1), "fit": fitted.round(4)}).to_csv(FIT_PATH, index=False)
-    phase_diagram(done, est, cfg.metric)
-    heatmap(done, cfg.metric, list(cfg.axes))
+        pd.DataFrame({x: grid.round(1), "fit": fitted.round(4)}).to_csv(FIT_PATH, index=False)
+    phase_diagram(done, est, cfg.metric, x)
+    heatmap(done, cfg.metric, list(cfg.axes), x)
     return est
 
 
@@ -123,20 +126,21 @@ def headline(est: dict) -> str:
             f"training runs")
 
 
-def phase_diagram(done: pd.DataFrame, est: dict, metric: str) -> None:
+def phase_diagram(done: pd.DataFrame, est: dict, metric: str, x: str = "n_instructions") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    ax.scatter(done["n_instructions"], done["seen_accuracy"], marker="s", color="tab:gray", alpha=0.7,
-               label="seen instructions (seen_accuracy)")
-    ax.scatter(done["n_instructions"], done[metric], color="tab:blue", zorder=3,
+    if "seen_accuracy" in done:
+        ax.scatter(done[x], done["seen_accuracy"], marker="s", color="tab:gray", alpha=0.7,
+                   label="seen instructions (seen_accuracy)")
+    ax.scatter(done[x], done[metric], color="tab:blue", zorder=3,
                label=f"unseen instructions ({metric})")
     if est["fit"]:
         f = est["fit"]
-        grid = np.geomspace(done["n_instructions"].min(), done["n_instructions"].max(), 200)
+        grid = np.geomspace(done[x].min(), done[x].max(), 200)
         ax.plot(grid, logistic(np.log(grid), f["plateau"], f["steepness"], f["midpoint_log_i"]),
                 color="tab:blue", label="logistic fit")
     t = est["threshold_instructions"]
@@ -148,8 +152,8 @@ def phase_diagram(done: pd.DataFrame, est: dict, metric: str) -> None:
     ax.axhline(est["target"], color="black", lw=0.6, ls=":")
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("distinct training instructions I (log scale)")
-    ax.set_ylabel("exact-match accuracy")
+    ax.set_xlabel(f"{X_LABEL[x]} (log scale)")
+    ax.set_ylabel("exact-match accuracy" if "accuracy" in metric else metric.replace("_", " "))
     ax.set_title(f"Generalization to unseen instructions ({len(done)} training runs)")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
@@ -157,7 +161,7 @@ def phase_diagram(done: pd.DataFrame, est: dict, metric: str) -> None:
     plt.close(fig)
 
 
-def heatmap(done: pd.DataFrame, metric: str, axes: list[str]) -> None:
+def heatmap(done: pd.DataFrame, metric: str, axes: list[str], x: str = "n_instructions") -> None:
     """Mean metric over I x the first other axis that varies (S, skew, ...), when the study spans two."""
     second = next((a for a in axes if a in done and done[a].nunique() > 1), None)
     if second is None:
@@ -168,7 +172,7 @@ def heatmap(done: pd.DataFrame, metric: str, axes: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = done.pivot_table(index=second, columns="n_instructions", values=metric, aggfunc="mean")
+    table = done.pivot_table(index=second, columns=x, values=metric, aggfunc="mean")
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * table.shape[1], 1.2 + 0.5 * table.shape[0]), dpi=120)
     im = ax.imshow(table.values, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower")
     ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns])
@@ -176,7 +180,7 @@ def heatmap(done: pd.DataFrame, metric: str, axes: list[str]) -> None:
     for (r, c), v in np.ndenumerate(table.values):
         if np.isfinite(v):
             ax.text(c, r, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
-    ax.set_xlabel("distinct training instructions I")
+    ax.set_xlabel(X_LABEL[x])
     ax.set_ylabel(second.replace("_", " "))
     ax.set_title(metric.replace("_", " "))
     fig.colorbar(im, ax=ax, fraction=0.04)

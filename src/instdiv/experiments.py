@@ -25,7 +25,8 @@ from instdiv.errors import ConfigError
 
 EXPERIMENTS_DIR = Path("experiments")
 REPORTS_DIR = Path("reports")
-METRIC = re.compile(r"^[a-z_]+_(accuracy|op_accuracy|noop_accuracy)$")  # <test split>_<kind>, e.g. small_k_accuracy
+# rewrite: <test split>_<kind>, e.g. small_k_accuracy; code: pass@1 and the share of programs that parse
+METRIC = re.compile(r"^([a-z_]+_(accuracy|op_accuracy|noop_accuracy)|pass_at_1|parse_rate)$")
 RANGES = ("family_k", "test_occurrences", "pattern_length", "replacement_length")  # [lo, hi] axis values
 
 
@@ -33,7 +34,7 @@ RANGES = ("family_k", "test_occurrences", "pattern_length", "replacement_length"
 class ExperimentConfig:
     title: str = ""
     paper: str = ""  # the paper's finding, shown beside ours
-    x: str = "n_instructions"  # the figure's x axis: n_instructions or a sweep axis
+    x: str = "n_instructions"  # the figure's x axis: n_instructions (n_programs for code) or a sweep axis
     series: str = "n_instructions"  # one line per value of this axis
     panel: str | None = None  # one plot per value of this axis
     x_log: bool = False
@@ -54,7 +55,8 @@ class ExperimentConfig:
         for metric in self.metrics:
             if not METRIC.match(metric):
                 raise ConfigError(f"experiment.metrics: '{metric}' is not <test split>_accuracy, _op_accuracy or "
-                                  "_noop_accuracy (e.g. unseen_op_accuracy, small_k_accuracy)")
+                                  "_noop_accuracy (e.g. unseen_op_accuracy, small_k_accuracy), nor pass_at_1 or "
+                                  "parse_rate (code)")
         if not self.metrics:
             raise ConfigError("experiment.metrics: name at least one, e.g. [unseen_op_accuracy]")
         if self.paper_table and set(self.paper_table) != {"columns", "rows"}:
@@ -112,7 +114,7 @@ def load(name: str, params_path: str | Path = "params.yaml") -> tuple[Experiment
 
 def _values(params: Params, axis: str) -> list:
     """An axis's values as they are written in trials.csv (lists JSON-encoded)."""
-    values = params.sweep.instructions if axis == "n_instructions" else \
+    values = params.sweep.instructions if axis == params.sweep.count_axis else \
         params.sweep.seeds if axis == "seed" else params.sweep.axes[axis]
     return [sweep.encode(v) for v in values]
 

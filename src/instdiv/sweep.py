@@ -1,7 +1,10 @@
-"""Optuna sweeps over instruction count I x examples per instruction S x skew a.
+"""Optuna sweeps over instruction count I x examples per instruction S x skew a, or, with `sweep.task: code`,
+over the number of distinct code programs x the share of general-domain rows in a fixed budget.
 
-Each trial generates the data for its settings, trains and evaluates a model, and records the accuracies
-as the trial's value and user attributes, with a nested MLflow run under one parent run per study.
+Each trial generates the data for its settings, trains and evaluates a model, and records the scores as
+the trial's value and user attributes, with a nested MLflow run under one parent run per study. The
+engine (storages, samplers, workers, retries, MLflow runs) is the same for both tasks; `TASKS` holds what
+differs: how a point becomes data, a model and scores.
 
 - `grid` mode enqueues every point once, when the study is created; workers pop enqueued trials, which
   Optuna's storage hands to exactly one worker each, so no point runs twice even with concurrent workers.
@@ -21,6 +24,7 @@ import hashlib
 import itertools
 import json
 import math
+from collections.abc import Callable
 import multiprocessing
 import os
 import socket
@@ -34,7 +38,7 @@ import pandas as pd
 import torch
 from optuna.trial import TrialState
 
-from instdiv import rewrite
+from instdiv import codetasks, rewrite
 from instdiv.config import Params, load_params
 from instdiv.errors import ConfigError, InstdivError
 from instdiv.tracking import artifact_location, flatten, git_commit, repo_root, tracking_uri
@@ -60,11 +64,16 @@ def study_name(params: Params) -> str:
     """The configured name plus a hash of every setting a trial depends on, so changed settings start a
     new study while an interrupted sweep with the same settings resumes its own."""
     s = params.sweep
-    rewrite_key = {k: v for k, v in dataclasses.asdict(params.rewrite).items()
-                   if not (k in _LATER_OPTIONS and v in (None, False))}
+    if s.task == "rewrite":
+        data = {"rewrite": {k: v for k, v in dataclasses.asdict(params.rewrite).items()
+                            if not (k in _LATER_OPTIONS and v in (None, False))}}
+    else:
+        data = {name: dataclasses.asdict(getattr(params, name)) for name in ("code", "mix", "code_model")}
+    # `task` came after the first studies too: left out for rewrite, whose names stay as they were.
     key = {"sweep": {k: v for k, v in dataclasses.asdict(s).items()
-                     if k not in ("storage", "workers", "bootstrap", "confidence", "study")},
-           "rewrite": rewrite_key, "model": dataclasses.asdict(params.model),
+                     if k not in ("storage", "workers", "bootstrap", "confidence", "study")
+                     and not (k == "task" and v == "rewrite")},
+           **data, "model": dataclasses.asdict(params.model),
            "train": {k: v for k, v in dataclasses.asdict(params.train).items()
                      if k not in ("accelerator", "devices", "strategy", "checkpoint_dir")}}
     return f"{s.study}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]}"
@@ -80,11 +89,13 @@ def decode(value):
 
 
 def axis_names(params: Params) -> list[str]:
-    return ["n_instructions", *params.sweep.axes, "seed"]
+    return [params.sweep.count_axis, *params.sweep.axes, "seed"]
 
 
 def trial_params(params: Params, point: dict) -> Params:
     """The full settings of one trial: the base sections with the point's axes substituted."""
+    if params.sweep.task == "code":
+        return _code_trial_params(params, point)
     r, s = params.rewrite, params.sweep
     changes = {key: decode(point[key]) for key in axis_names(params) if key in point}
     if s.total_examples is not None:
@@ -97,9 +108,28 @@ def trial_params(params: Params, point: dict) -> Params:
     return dataclasses.replace(params, rewrite=dataclasses.replace(r, **changes), train=train)
 
 
+def _code_trial_params(params: Params, point: dict) -> Params:
+    """A code trial: `code` with n_programs (and the point's other code axes), `mix` with one general share,
+    the code model's training budget. The budget is fixed: unless examples_per_program is an axis, the
+    budget is spread evenly over the programs, so fewer programs means more examples of each; a general
+    share then replaces code rows, as in the mix stage, rather than drawing other ones."""
+    s, m = params.sweep, params.mix
+    changes = {key: decode(point[key]) for key in axis_names(params) if key in point}
+    percent = changes.pop("general_percent", 0)
+    seed = changes.pop("seed")
+    total = s.total_examples or m.total_examples
+    changes.setdefault("examples_per_program", max(1, math.ceil(total / changes["n_programs"])))
+    from instdiv.codetrain import training_params
+
+    p = training_params(params, s.epochs)
+    return dataclasses.replace(p, code=dataclasses.replace(params.code, **changes),
+                               train=dataclasses.replace(p.train, seed=seed),
+                               mix=dataclasses.replace(m, total_examples=total, general_percents=[percent]))
+
+
 def grid_points(params: Params) -> list[dict]:
     s = params.sweep
-    axes = {"n_instructions": sorted(s.instructions),
+    axes = {s.count_axis: sorted(s.instructions),
             **{key: [encode(v) for v in values] for key, values in s.axes.items()}, "seed": s.seeds}
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
@@ -114,14 +144,32 @@ def check(params: Params) -> None:
         points = grid_points(params)
     else:
         base = {"seed": s.seeds[0], **{key: encode(values[0]) for key, values in s.axes.items()}}
-        points = [{**base, "n_instructions": i} for i in s.instructions]
+        points = [{**base, s.count_axis: i} for i in s.instructions]
+    if s.task == "code" and params.mix.code_source is not None:
+        raise ConfigError(f"sweep.task=code varies the synthetic code programs, but mix.code_source="
+                          f"{params.mix.code_source}; set mix.code_source to null for the sweep")
     for point in points:
-        cfg = trial_params(params, point).rewrite
+        p = trial_params(params, point)
         try:
-            cfg.validate()
-            rewrite.check_feasible(cfg)
+            if s.task == "code":
+                _check_code(p)
+            else:
+                p.rewrite.validate()
+                rewrite.check_feasible(p.rewrite)
         except ConfigError as exc:
             raise ConfigError(f"sweep point {point}: {exc}") from None
+
+
+def _check_code(p: Params) -> None:
+    for section in (p.code, p.mix, p.code_model):
+        section.validate()
+    codetasks.check_feasible(p.code)
+    percent, total = p.mix.general_percents[0], p.mix.total_examples
+    n_code = total - round(percent * total / 100)
+    if p.code.n_programs * p.code.examples_per_program < n_code:
+        raise ConfigError(f"{p.code.n_programs} programs x code.examples_per_program="
+                          f"{p.code.examples_per_program} give fewer than the {n_code} code rows of the budget; "
+                          "raise examples_per_program or leave it out of sweep.axes (then the budget sets it)")
 
 
 def open_storage(params: Params):
@@ -178,11 +226,11 @@ def propose(measured: dict[int, float], pending: set[int], lo: int, hi: int, tar
     return None
 
 
-def _points(study: optuna.Study, metric: str, exclude: int | None = None) -> tuple[dict, set]:
+def _points(study: optuna.Study, metric: str, axis: str, exclude: int | None = None) -> tuple[dict, set]:
     values: dict[int, list[float]] = {}
     pending = set()
     for t in study.get_trials(deepcopy=False):
-        i = t.params.get("n_instructions")
+        i = t.params.get(axis)
         if i is None or t.number == exclude:
             continue
         if t.state == TrialState.COMPLETE and metric in t.user_attrs:
@@ -209,8 +257,8 @@ class GridQueueSampler(optuna.samplers.BaseSampler):
 class ThresholdSampler(optuna.samplers.BaseSampler):
     """Chooses each trial's instruction count with `propose`; every other parameter has one value."""
 
-    def __init__(self, lo: int, hi: int, target: float, metric: str):
-        self.lo, self.hi, self.target, self.metric = lo, hi, target, metric
+    def __init__(self, lo: int, hi: int, target: float, metric: str, axis: str):
+        self.lo, self.hi, self.target, self.metric, self.axis = lo, hi, target, metric, axis
 
     def infer_relative_search_space(self, study, trial):
         return {}
@@ -219,8 +267,8 @@ class ThresholdSampler(optuna.samplers.BaseSampler):
         return {}
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        if param_name == "n_instructions":
-            measured, pending = _points(study, self.metric, exclude=trial.number)
+        if param_name == self.axis:
+            measured, pending = _points(study, self.metric, self.axis, exclude=trial.number)
             choice = propose(measured, pending, self.lo, self.hi, self.target)
             # Another worker took the last open point meanwhile: replicate at the current crossing.
             return choice if choice is not None else self.hi if not measured else \
@@ -236,7 +284,7 @@ def open_study(params: Params) -> optuna.Study:
     s = params.sweep
     storage = open_storage(params)
     name = study_name(params)
-    sampler = ThresholdSampler(min(s.instructions), max(s.instructions), s.target, s.metric) \
+    sampler = ThresholdSampler(min(s.instructions), max(s.instructions), s.target, s.metric, s.count_axis) \
         if s.mode == "threshold" else GridQueueSampler()
     try:
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize")
@@ -280,12 +328,10 @@ def objective(trial: optuna.Trial, params: Params) -> float:
     from lightning.pytorch.loggers import MLFlowLogger
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    from instdiv.evaluate import score
-    from instdiv.train import MONITOR, fit, log_datasets, rewrite_data
+    from instdiv.train import MONITOR
 
     s = params.sweep
-    point = {"n_instructions": trial.suggest_int("n_instructions", min(s.instructions), max(s.instructions),
-                                                 log=True)}
+    point = {s.count_axis: trial.suggest_int(s.count_axis, min(s.instructions), max(s.instructions), log=True)}
     for key, values in s.axes.items():
         point[key] = trial.suggest_categorical(key, [encode(v) for v in values])
     point["seed"] = trial.suggest_categorical("seed", s.seeds)
@@ -296,36 +342,77 @@ def objective(trial: optuna.Trial, params: Params) -> float:
     client = mlflow.MlflowClient(uri)
     parent = trial.study.user_attrs["mlflow_parent_run_id"]
     exp_id = client.get_run(parent).info.experiment_id
-    with tempfile.TemporaryDirectory(prefix="instdiv-trial-") as tmp:
-        tables = rewrite.generate(p.rewrite)
-        manifest = rewrite.write(tables, p.rewrite, Path(tmp) / "data")  # the same SHA-256 the stage would give
-        digests = {k: v["sha256"] for k, v in manifest["files"].items()}
-        run = client.create_run(exp_id, run_name=f"trial {trial.number}", tags={
-            MLFLOW_PARENT_RUN_ID: parent, "optuna.study": trial.study.study_name,
-            "optuna.trial": str(trial.number), "data.train.sha256": digests["train"]})
-        run_id = run.info.run_id
-        trial.set_user_attr("mlflow_run_id", run_id)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("data_sha256", digests["train"])
-        logger = MLFlowLogger(tracking_uri=uri, run_id=run_id)
-        logger.log_hyperparams({**flatten(dataclasses.asdict(p)), "optuna.trial": trial.number})
-        log_datasets(run_id, {"train": tables["train"]}, digests, Path(tmp) / "data")
-        callbacks = []
-        if s.pruning:
-            from optuna_integration import PyTorchLightningPruningCallback
+    run_id = client.create_run(exp_id, run_name=f"trial {trial.number}", tags={
+        MLFLOW_PARENT_RUN_ID: parent, "optuna.study": trial.study.study_name,
+        "optuna.trial": str(trial.number)}).info.run_id
+    trial.set_user_attr("mlflow_run_id", run_id)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    logger = MLFlowLogger(tracking_uri=uri, run_id=run_id)
+    logger.log_hyperparams({**flatten(dataclasses.asdict(p)), "optuna.trial": trial.number})
+    callbacks = []
+    if s.pruning:
+        from optuna_integration import PyTorchLightningPruningCallback
 
-            callbacks.append(PyTorchLightningPruningCallback(trial, monitor=MONITOR))
-        model, info = fit(p, rewrite_data(p, tables), logger, Path(tmp) / "checkpoints", callbacks=callbacks,
-                          verbose=False)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        metrics, _ = score(model.to(device), rewrite.test_sets(tables), p.rewrite, 512, device)
+        callbacks.append(PyTorchLightningPruningCallback(trial, monitor=MONITOR))
+    with tempfile.TemporaryDirectory(prefix="instdiv-trial-") as tmp:
+        metrics, info = TASKS[s.task](p, Path(tmp), logger, callbacks)
+    client.set_tag(run_id, "data.train.sha256", info["data_sha256"])
     for key, value in metrics.items():
         client.log_metric(run_id, f"test/{key}", value)
         trial.set_user_attr(key, value)
-    trial.set_user_attr("fit_seconds", info["fit_seconds"])
-    print(f"trial {trial.number}: {_describe(point)} -> unseen-op {metrics['unseen_op_accuracy']:.3f}, "
-          f"seen {metrics['seen_accuracy']:.3f} [{time.time() - start:.0f}s]", flush=True)
+    for key, value in info.items():
+        trial.set_user_attr(key, value)
+    shown = [s.metric] + [m for m in ("seen_accuracy",) if m in metrics]
+    print(f"trial {trial.number}: {_describe(point)} -> "
+          + ", ".join(f"{m.replace('_', ' ')} {metrics[m]:.3f}" for m in shown)
+          + f" [{time.time() - start:.0f}s]", flush=True)
     return metrics[s.metric]
+
+
+def rewrite_trial(p: Params, tmp: Path, logger, callbacks: list) -> tuple[dict, dict]:
+    """Rules at the point, one model, exact match on every test split."""
+    from instdiv.evaluate import score
+    from instdiv.train import fit, log_datasets, rewrite_data
+
+    tables = rewrite.generate(p.rewrite)
+    manifest = rewrite.write(tables, p.rewrite, tmp / "data")  # the same SHA-256 the stage would give
+    digests = {k: v["sha256"] for k, v in manifest["files"].items()}
+    log_datasets(logger.run_id, {"train": tables["train"]}, digests, tmp / "data")
+    model, info = fit(p, rewrite_data(p, tables), logger, tmp / "checkpoints", callbacks=callbacks, verbose=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    metrics, _ = score(model.to(device), rewrite.test_sets(tables), p.rewrite, 512, device)
+    return metrics, {"data_sha256": digests["train"], "fit_seconds": info["fit_seconds"]}
+
+
+def code_trial(p: Params, tmp: Path, logger, callbacks: list) -> tuple[dict, dict]:
+    """Code programs and a general share at the point, one byte-level model, pass@1 on the held-out programs
+    (the same rows at every point: codetasks draws them first)."""
+    from instdiv import codeeval, codetrain, datafiles, mix, sandbox
+    from instdiv.train import fit, log_datasets
+
+    tables = codetasks.generate(p.code)
+    train = tables["train"]
+    pairs = list(zip(train.column("instruction").to_pylist(), train.column("target").to_pylist()))
+    table = mix.build(p.mix, p.mix.general_percents[0], pairs)
+    about = {"code": dataclasses.asdict(p.code), "mix": dataclasses.asdict(p.mix)}
+    digest = datafiles.write({"train": table}, tmp / "data", task="mix", params=about)["files"]["train"]["sha256"]
+    log_datasets(logger.run_id, {"train": table}, {"train": digest}, tmp / "data", task="mix")
+    data = codetrain.fit_data(p, table, tables["valid"])
+    model, info = fit(p, data, logger, tmp / "checkpoints", callbacks=callbacks, verbose=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    test = tables["test"].to_pydict()
+    width = data.val[0].tensors[0].size(1)
+    programs = codeeval.complete(model.to(device), test["instruction"], width, 64, device)
+    limits = sandbox.Limits(seconds=p.code_model.timeout_seconds, memory_mb=p.code_model.memory_mb)
+    scores, _ = codeeval.score(programs, test["test"], limits, p.code_model.workers)
+    metrics = {k: scores[k] for k in ("pass_at_1", "parse_rate")}
+    metrics.update({f"share_{k}": scores["statuses"].get(k, 0) / scores["programs"] for k in sandbox.STATUSES})
+    return metrics, {"data_sha256": digest, "fit_seconds": info["fit_seconds"],
+                     "examples_per_program": p.code.examples_per_program}
+
+
+TASKS: dict[str, Callable[[Params, Path, object, list], tuple[dict, dict]]] = {
+    "rewrite": rewrite_trial, "code": code_trial}
 
 
 def _describe(point: dict) -> str:
@@ -345,7 +432,7 @@ def _remaining(study: optuna.Study, params: Params) -> str:
     heartbeats = not storage_url(params).startswith("journal:")  # RDB storages send heartbeats
     if s.mode == "threshold":
         complete, failed = states.count(TrialState.COMPLETE), states.count(TrialState.FAIL)
-        measured, pending = _points(study, s.metric)
+        measured, pending = _points(study, s.metric, s.count_axis)
         lo, hi = min(s.instructions), max(s.instructions)
         budget_left = complete + running < s.max_trials and failed < s.max_trials * (s.max_retries + 1)
         if budget_left and propose(measured, pending, lo, hi, s.target) is not None:
@@ -436,7 +523,7 @@ def _why_stopped(complete: pd.DataFrame, params: Params) -> str:
         best = complete.loc[complete[s.metric].idxmax()]
         if (complete[s.metric] < s.target).all():
             return (f"{s.metric} stays below sweep.target={s.target} over sweep.instructions={s.instructions} "
-                    f"(best {best[s.metric]:.3f} at I={best['n_instructions']}): raise the range's max, the "
+                    f"(best {best[s.metric]:.3f} at I={best[s.count_axis]}): raise the range's max, the "
                     "training budget (sweep.epochs) or lower sweep.target")
         if (complete[s.metric] >= s.target).all():
             return (f"{s.metric} is above sweep.target={s.target} already at I={min(s.instructions)}: lower the "

@@ -255,7 +255,8 @@ def train(params: Params, data_dir: Path = rewrite.DATA_DIR) -> dict:
     return info
 
 
-def log_datasets(run_id: str, tables: dict[str, pa.Table], digests: dict[str, str], data_dir: Path) -> None:
+def log_datasets(run_id: str, tables: dict[str, pa.Table], digests: dict[str, str], data_dir: Path,
+                 task: str = "rewrite") -> None:
     """The splits as MLflow run inputs, identified by the SHA-256 of their Parquet files in `data_dir`."""
     import mlflow
 
@@ -263,7 +264,7 @@ def log_datasets(run_id: str, tables: dict[str, pa.Table], digests: dict[str, st
         warnings.simplefilter("ignore", UserWarning)  # MLflow's musings on source kinds and integer columns
         for name, table in tables.items():
             ds = mlflow.data.from_pandas(table.to_pandas(), source=str((data_dir / f"{name}.parquet").resolve()),
-                                         name=f"rewrite/{name}", digest=digests[name][:16])
+                                         name=f"{task}/{name}", digest=digests[name][:16])
             mlflow.log_input(ds, context="training" if name == "train" else name)
 
 
