@@ -177,7 +177,7 @@ class CodeConfig:
     n_programs: int = 200  # distinct program structures in training
     examples_per_program: int = 10  # each with new constants, phrasings and test inputs
     depth: IntOrRange = field(default_factory=lambda: [1, 2])  # steps per program before the optional reduction
-    n_test_programs: int = 50  # held-out structures, for test and again for validation
+    n_test_programs: int = 100  # held-out structures, for test and again for validation
     tests_per_program: int = 5  # hidden asserts per example
     seed: int = 0
 
