@@ -200,6 +200,26 @@ def test_threshold_mode_spends_its_runs_near_the_crossing(tiny, in_tmp, monkeypa
         server.wait(timeout=30)
 
 
+def test_threshold_mode_over_code_programs(tiny, in_tmp, monkeypatch):
+    """The threshold search and the estimate on sweep.task: code, through the real objective (nested MLflow
+    runs, trial attributes), with a known pass@1 curve over programs in place of training."""
+
+    def known_curve(p, tmp, logger, callbacks):
+        rate = 0.9 / (1 + math.exp(-4 * (math.log(p.code.n_programs) - math.log(60))))
+        return {"pass_at_1": rate, "parse_rate": 1.0}, {"data_sha256": "0" * 64, "fit_seconds": 0.0}
+
+    monkeypatch.setitem(sweep.TASKS, "code", known_curve)
+    tiny["sweep"].update(task="code", metric="pass_at_1", instructions=[8, 400], max_trials=6, target=0.45,
+                         bootstrap=100)
+    path = write_params(in_tmp / "params.yaml", tiny)
+    frame = sweep.run(path)
+    done = frame[frame["state"] == "COMPLETE"]
+    assert len(done) == 6 and done["n_programs"].nunique() == 6 and "n_instructions" not in frame
+    assert done["n_programs"].between(60 / 2.5, 60 * 2.5).sum() >= 3
+    result = estimate.run(load_params(path).sweep, sweep.TRIALS_PATH)
+    assert result["threshold_instructions"] == pytest.approx(60, rel=0.05) and result["metric"] == "pass_at_1"
+
+
 def test_killed_sweep_resumes_and_retries_the_lost_trial(tiny, in_tmp):
     tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], heartbeat_seconds=1)
     tiny["train"].update(max_steps=60)  # long enough to be killed mid-trial
