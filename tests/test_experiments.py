@@ -124,6 +124,7 @@ def test_tiny_code_experiment_end_to_end(tiny, in_tmp):
         run = runs[run_id]
         assert "mlflow.parentRunId" in run.data.tags and run.data.tags["data.train.sha256"]
         assert "test/pass_at_1" in run.data.metrics and run.data.params["sweep.task"] == "code"
+        assert [a.path for a in client.list_artifacts(run_id, "evaluation")] == ["evaluation/samples.csv"]
     assert len(set(trials["data_sha256"])) == 4  # four different training sets
 
 

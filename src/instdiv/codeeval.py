@@ -53,6 +53,13 @@ def score(programs: list[str], tests: list[str], limits: sandbox.Limits, workers
             "programs": len(programs), "statuses": statuses.value_counts().to_dict()}, results
 
 
+def samples(test: dict, programs: list[str], results: list, n: int = 40) -> pd.DataFrame:
+    """The first n held-out programs: what was asked, expected and written, and how it ran."""
+    return pd.DataFrame({"structure": test["structure"], "instruction": test["instruction"],
+                         "expected": test["target"], "written": programs,
+                         "status": [r.status for r in results]}).head(n)
+
+
 def evaluate(params: Params, percent: int) -> dict:
     """pass@1 on the held-out synthetic programs (and the benchmarks); reports/code/general-<percent>.json."""
     cm = params.code_model
@@ -73,10 +80,7 @@ def evaluate(params: Params, percent: int) -> dict:
                                                           cm.workers)[0]
     EVALS_DIR.mkdir(parents=True, exist_ok=True)
     (EVALS_DIR / f"general-{percent}.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    sample = pd.DataFrame({"structure": test["structure"], "instruction": test["instruction"],
-                           "expected": test["target"], "written": programs,
-                           "status": [r.status for r in results]}).head(40)
-    sample.to_csv(EVALS_DIR / f"general-{percent}-samples.csv", index=False)
+    samples(test, programs, results).to_csv(EVALS_DIR / f"general-{percent}-samples.csv", index=False)
     _log(params, percent, metrics)
     return metrics
 

@@ -404,7 +404,9 @@ def code_trial(p: Params, tmp: Path, logger, callbacks: list) -> tuple[dict, dic
     width = data.val[0].tensors[0].size(1)
     programs = codeeval.complete(model.to(device), test["instruction"], width, 64, device)
     limits = sandbox.Limits(seconds=p.code_model.timeout_seconds, memory_mb=p.code_model.memory_mb)
-    scores, _ = codeeval.score(programs, test["test"], limits, p.code_model.workers)
+    scores, results = codeeval.score(programs, test["test"], limits, p.code_model.workers)
+    codeeval.samples(test, programs, results).to_csv(tmp / "samples.csv", index=False)
+    logger.experiment.log_artifact(logger.run_id, str(tmp / "samples.csv"), "evaluation")
     metrics = {k: scores[k] for k in ("pass_at_1", "parse_rate")}
     metrics.update({f"share_{k}": scores["statuses"].get(k, 0) / scores["programs"] for k in sandbox.STATUSES})
     return metrics, {"data_sha256": digest, "fit_seconds": info["fit_seconds"],
