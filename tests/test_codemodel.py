@@ -49,6 +49,10 @@ def test_code_study_end_to_end(tiny, in_tmp):
     report = codeeval.report(p)
     assert [row["general_percent"] for row in report["points"]] == [0, 25]
     assert report["points"][0]["paper_average"] == 64.2 and report["verdict"]
+    first = report["points"][0]
+    assert first["programs"] == 5 and abs(first["pass_at_1_se"] - (first["pass_at_1"] * (1 - first["pass_at_1"]) / 5)
+                                            ** 0.5) < 1e-3
+    assert "one seed each; standard error about" in report["verdict"]
     assert (in_tmp / "reports/code/figure.png").stat().st_size > 10_000
     samples = pd.read_csv(in_tmp / "reports/code/evals/general-25-samples.csv")
     assert set(samples.columns) >= {"instruction", "expected", "written", "status"}

@@ -113,8 +113,11 @@ def report(params: Params) -> dict:
             raise DataError(f"{path} not found; evaluate that mix first: dvc repro code_eval@{percent}")
         m = json.loads(path.read_text())
         rows.append({"general_percent": percent, "pass_at_1": m["pass_at_1"], "parse_rate": m["parse_rate"],
-                     "paper_average": PAPER.get(percent)})
+                     "programs": m["programs"], "paper_average": PAPER.get(percent)})
     points = pd.DataFrame(rows).sort_values("general_percent")
+    # The binomial standard error of each pass@1 over its held-out programs: how far apart two mixes must
+    # be before the test set alone cannot explain it (one seed each: training adds its own spread).
+    points["pass_at_1_se"] = np.sqrt(points["pass_at_1"] * (1 - points["pass_at_1"]) / points["programs"]).round(4)
     points.to_csv(REPORT_DIR / "points.csv", index=False)
     verdict = sweet_spot(points)
     metrics = {"points": points.replace({np.nan: None}).to_dict("records"), "verdict": verdict}
@@ -130,11 +133,13 @@ def sweet_spot(points: pd.DataFrame) -> str:
     none = points[points["general_percent"] == points["general_percent"].min()]["pass_at_1"].iloc[0]
     most = points[points["general_percent"] == points["general_percent"].max()]["pass_at_1"].iloc[0]
     lo, hi = points["general_percent"].min(), points["general_percent"].max()
+    se = f"; standard error about {points['pass_at_1_se'].mean():.3f} per point" if "pass_at_1_se" in points else ""
     if lo < at < hi and best["pass_at_1"] > max(none, most):
         return (f"a sweet spot appears: pass@1 {best['pass_at_1']:.3f} at {at}% general rows, "
-                f"against {none:.3f} at {lo}% and {most:.3f} at {hi}% (one seed each: check it holds over seeds)")
+                f"against {none:.3f} at {lo}% and {most:.3f} at {hi}% (one seed each{se}: check it holds over "
+                "seeds)")
     return (f"no sweet spot at this scale: the best pass@1 is {best['pass_at_1']:.3f} at "
-            f"{at}% general rows ({none:.3f} at {lo}%, {most:.3f} at {hi}%)")
+            f"{at}% general rows ({none:.3f} at {lo}%, {most:.3f} at {hi}%; one seed each{se})")
 
 
 def figure(points: pd.DataFrame, verdict: str, path: Path) -> None:
@@ -144,7 +149,8 @@ def figure(points: pd.DataFrame, verdict: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ours, theirs) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=120)
-    ours.plot(points["general_percent"], points["pass_at_1"], marker="o", label="pass@1 (held-out programs)")
+    ours.errorbar(points["general_percent"], points["pass_at_1"], yerr=points["pass_at_1_se"], marker="o", capsize=3,
+                  label="pass@1 (held-out programs) +- 1 s.e.")
     ours.plot(points["general_percent"], points["parse_rate"], marker="s", linestyle="--", label="parses")
     ours.set_ylim(-0.02, 1.02)
     ours.set_xlabel("general-domain rows (%) at a fixed budget")
