@@ -17,7 +17,7 @@ import torch
 
 from instdiv import codetasks, loaders, sandbox, tokenizer as tok
 from instdiv.codetrain import model_path
-from instdiv.config import Params
+from instdiv.config import CodeModelConfig, Params
 from instdiv.errors import DataError
 from instdiv.evaluate import greedy, load_checkpoint
 
@@ -45,6 +45,10 @@ def complete(model, instructions: list[str], width: int, batch_size: int, device
     return written
 
 
+def sandbox_limits(cm: CodeModelConfig) -> sandbox.Limits:
+    return sandbox.Limits(seconds=cm.timeout_seconds, memory_mb=cm.memory_mb)
+
+
 def score(programs: list[str], tests: list[str], limits: sandbox.Limits, workers: int | None) -> dict:
     results = sandbox.run_many(list(zip(programs, tests)), limits, workers)
     statuses = pd.Series([r.status for r in results])
@@ -67,7 +71,7 @@ def evaluate(params: Params, percent: int) -> dict:
     path = model_path(percent)
     model, extras = load_checkpoint(path, device, f"code_train@{percent}")
     width = extras["prompt_width"]
-    limits = sandbox.Limits(seconds=cm.timeout_seconds, memory_mb=cm.memory_mb)
+    limits = sandbox_limits(cm)
     test = codetasks.read_split("test").to_pydict()
     programs = complete(model, test["instruction"], width, 64, device)
     metrics, results = score(programs, test["test"], limits, cm.workers)

@@ -185,5 +185,10 @@ def write(tables: dict[str, pa.Table], cfg: CodeConfig, out_dir: Path = DATA_DIR
                            structures=structure_capacity(cfg))
 
 
+def pairs(table: pa.Table) -> list[tuple[str, str]]:
+    """(instruction, target) rows: what a mix takes from a split."""
+    return list(zip(table.column("instruction").to_pylist(), table.column("target").to_pylist()))
+
+
 def read_split(name: str, data_dir: Path = DATA_DIR) -> pa.Table:
     return datafiles.read(name, data_dir, datafiles.read_manifest(data_dir, "code_data"), SCHEMA.names, "code_data")

@@ -39,13 +39,18 @@ def general_rows(cfg: MixConfig, n: int) -> list[tuple[str, str, str]]:
     return rows
 
 
+def counts(cfg: MixConfig, percent: int) -> tuple[int, int]:
+    """(general rows, code rows) at a share of `percent`: round(percent x total / 100) general, code the rest."""
+    n_general = round(percent * cfg.total_examples / 100)
+    return n_general, cfg.total_examples - n_general
+
+
 def build(cfg: MixConfig, percent: int, code_pairs: list[tuple[str, str]], code_source: str = "code") -> pa.Table:
     """The training table: exactly round(percent x total_examples / 100) general rows, code rows for the rest."""
     cfg.validate()
     if not 0 <= percent <= 100:
         raise ConfigError(f"mix: {percent} is not a percent of general-domain rows; use 0 to 100")
-    n_general = round(percent * cfg.total_examples / 100)
-    n_code = cfg.total_examples - n_general
+    n_general, n_code = counts(cfg, percent)
     if len(code_pairs) < n_code:
         raise ConfigError(f"mix: {n_code} code rows needed (mix.total_examples={cfg.total_examples}, "
                           f"{percent}% general) but the code set has {len(code_pairs)}; lower "
@@ -61,8 +66,7 @@ def code_pairs(cfg: MixConfig) -> tuple[list[tuple[str, str]], str]:
     """The code rows to draw from: mix.code_source, or the synthetic code tasks' training split."""
     if cfg.code_source is not None:
         return loaders.load_instructions(cfg.code_source), cfg.code_source
-    train = codetasks.read_split("train")
-    return list(zip(train.column("instruction").to_pylist(), train.column("target").to_pylist())), "code"
+    return codetasks.pairs(codetasks.read_split("train")), "code"
 
 
 def run(cfg: MixConfig, percent: int, out_dir: Path = DATA_DIR) -> dict:

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from optuna.trial import TrialState
 
-from instdiv import codetasks, rewrite
+from instdiv import codetasks, mix, rewrite
 from instdiv.config import Params, load_params
 from instdiv.errors import ConfigError, InstdivError
 from instdiv.tracking import artifact_location, flatten, git_commit, repo_root, tracking_uri
@@ -164,8 +164,7 @@ def _check_code(p: Params) -> None:
     for section in (p.code, p.mix, p.code_model):
         section.validate()
     codetasks.check_feasible(p.code)
-    percent, total = p.mix.general_percents[0], p.mix.total_examples
-    n_code = total - round(percent * total / 100)
+    n_code = mix.counts(p.mix, p.mix.general_percents[0])[1]
     if p.code.n_programs * p.code.examples_per_program < n_code:
         raise ConfigError(f"{p.code.n_programs} programs x code.examples_per_program="
                           f"{p.code.examples_per_program} give fewer than the {n_code} code rows of the budget; "
@@ -387,13 +386,11 @@ def rewrite_trial(p: Params, tmp: Path, logger, callbacks: list) -> tuple[dict, 
 def code_trial(p: Params, tmp: Path, logger, callbacks: list) -> tuple[dict, dict]:
     """Code programs and a general share at the point, one byte-level model, pass@1 on the held-out programs
     (the same rows at every point: codetasks draws them first)."""
-    from instdiv import codeeval, codetrain, datafiles, mix, sandbox
+    from instdiv import codeeval, codetrain, datafiles, sandbox
     from instdiv.train import fit, log_datasets
 
     tables = codetasks.generate(p.code)
-    train = tables["train"]
-    pairs = list(zip(train.column("instruction").to_pylist(), train.column("target").to_pylist()))
-    table = mix.build(p.mix, p.mix.general_percents[0], pairs)
+    table = mix.build(p.mix, p.mix.general_percents[0], codetasks.pairs(tables["train"]))
     about = {"code": dataclasses.asdict(p.code), "mix": dataclasses.asdict(p.mix)}
     digest = datafiles.write({"train": table}, tmp / "data", task="mix", params=about)["files"]["train"]["sha256"]
     log_datasets(logger.run_id, {"train": table}, {"train": digest}, tmp / "data", task="mix")
@@ -403,8 +400,8 @@ def code_trial(p: Params, tmp: Path, logger, callbacks: list) -> tuple[dict, dic
     test = tables["test"].to_pydict()
     width = data.val[0].tensors[0].size(1)
     programs = codeeval.complete(model.to(device), test["instruction"], width, 64, device)
-    limits = sandbox.Limits(seconds=p.code_model.timeout_seconds, memory_mb=p.code_model.memory_mb)
-    scores, results = codeeval.score(programs, test["test"], limits, p.code_model.workers)
+    scores, results = codeeval.score(programs, test["test"], codeeval.sandbox_limits(p.code_model),
+                                     p.code_model.workers)
     codeeval.samples(test, programs, results).to_csv(tmp / "samples.csv", index=False)
     logger.experiment.log_artifact(logger.run_id, str(tmp / "samples.csv"), "evaluation")
     metrics = {k: scores[k] for k in ("pass_at_1", "parse_rate")}
