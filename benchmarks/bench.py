@@ -9,7 +9,6 @@ slows both alike. Each figure is the median of several repeats.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import time
@@ -17,11 +16,17 @@ import time
 import lightning as L
 import torch
 
-from instdiv import rewrite, tokenizer as tok
-from instdiv.config import ModelConfig, RewriteConfig, TrainConfig
-from instdiv.evaluate import EvalSet
-from instdiv.model import GPT, GPTConfig
-from instdiv.train import LitGPT, build_trainer, train_tensors
+from instdiv.config import TrainConfig
+from instdiv.engine import text
+from instdiv.engine.text import EvalSet
+from instdiv.engine.training import LitCausalLM, build_trainer
+from instdiv.models.gpt import GPT, GPTConfig
+from instdiv.tasks.rewrite import TASK
+from instdiv.tasks.rewrite import generator as rewrite
+from instdiv.tasks.rewrite import text as rtext
+from instdiv.tasks.rewrite.config import RewriteConfig
+
+tok = rtext.TOKENIZER
 
 
 def timed(fn) -> float:
@@ -39,21 +44,26 @@ def bench_generator(quick: bool) -> dict:
 
 def _setup(d_model: int, n_layer: int = 4, batch: int = 64):
     rcfg = RewriteConfig(total_examples=20_000, n_instructions=512)
-    data = train_tensors(rewrite.generate(rcfg)["train"], rcfg)
-    gpt = GPTConfig.from_params(ModelConfig(n_layer=n_layer, d_model=d_model), len(tok.VOCAB),
-                                tok.sequence_lengths(rcfg)[1])
+    rows = TASK.examples(rewrite.generate(rcfg)["train"])
+    block = rtext.sequence_lengths(rcfg)[1]
+    data = torch.utils.data.TensorDataset(*text.training_tensors(tok, rows.prompts, rows.targets, block))
+    gpt = GPTConfig(vocab_size=tok.vocab_size, block_size=block, n_layer=n_layer, d_model=d_model)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
     return gpt, loader
 
 
-def _bare_loop(gpt: GPTConfig, loader, tcfg: TrainConfig, steps: int, precision: str) -> float:
-    """The same model, data, optimizer, schedule and clipping as LitGPT, with no framework."""
+def _lit(gpt: GPTConfig, tcfg: TrainConfig, steps: int) -> LitCausalLM:
     torch.manual_seed(0)
-    lit = LitGPT(dataclasses.asdict(gpt), dataclasses.asdict(tcfg), steps)
+    return LitCausalLM(GPT(gpt), tcfg, steps, tok, (), ())
+
+
+def _bare_loop(gpt: GPTConfig, loader, tcfg: TrainConfig, steps: int, precision: str) -> float:
+    """The same model, data, optimizer, schedule and clipping as the LightningModule, with no framework."""
+    lit = _lit(gpt, tcfg, steps)
     opt_cfg = lit.configure_optimizers()
     opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
-    model = lit.model.train()
+    model = lit.network.train()
     it = iter(loader)
     start = time.perf_counter()
     for _ in range(steps):
@@ -73,11 +83,10 @@ def _bare_loop(gpt: GPTConfig, loader, tcfg: TrainConfig, steps: int, precision:
 
 
 def _lightning(gpt: GPTConfig, loader, tcfg: TrainConfig, steps: int, precision: str) -> float:
-    torch.manual_seed(0)
-    lit = LitGPT(dataclasses.asdict(gpt), dataclasses.asdict(tcfg), steps)
-    tcfg = dataclasses.replace(tcfg, precision=precision, accelerator="cpu", devices=1)
-    trainer = build_trainer(tcfg, ModelConfig(d_model=gpt.d_model), steps, enable_checkpointing=False,
-                            limit_val_batches=0, enable_progress_bar=False)
+    lit = _lit(gpt, tcfg, steps)
+    tcfg = tcfg.replace(accelerator="cpu", devices=1)
+    trainer = build_trainer(tcfg, precision, steps, enable_checkpointing=False, limit_val_batches=0,
+                            enable_progress_bar=False)
     start = time.perf_counter()
     trainer.fit(lit, loader)
     return time.perf_counter() - start
@@ -115,15 +124,17 @@ def bench_precision(quick: bool) -> dict:
 @torch.no_grad()
 def bench_kvcache(quick: bool) -> dict:
     cfg = RewriteConfig(n_instructions=512, total_examples=512, n_test_examples=512)
-    es = EvalSet.from_table(rewrite.generate(cfg)["test_unseen"], cfg)
+    rows = TASK.examples(rewrite.generate(cfg)["test_unseen"])
+    width, block = rtext.sequence_lengths(cfg)
+    es = EvalSet.build(tok, rows.prompts, rows.targets, width, block - width + 1)
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_params(ModelConfig(), len(tok.VOCAB), tok.sequence_lengths(cfg)[1])).eval()
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block)).eval()
     n = es.targets.size(1)
     # An untrained model rarely emits EOS, so both decode all n tokens: the fair worst case for each.
     cached, plain = [], []
     for _ in range(2 if quick else 5):
-        cached.append(timed(lambda: model.generate(es.prompts, es.mask, n, tok.EOS_ID)))
-        plain.append(timed(lambda: model.generate(es.prompts, es.mask, n, tok.EOS_ID, use_cache=False)))
+        cached.append(timed(lambda: model.generate(es.prompts, es.mask, n, text.EOS_ID)))
+        plain.append(timed(lambda: model.generate(es.prompts, es.mask, n, text.EOS_ID, use_cache=False)))
     c, p = statistics.median(cached), statistics.median(plain)
     rows = len(es.prompts)
     return {"batch": rows, "new_tokens": n, "cached_seq_per_s": round(rows / c), "plain_seq_per_s": round(rows / p),
@@ -134,8 +145,9 @@ def bench_sandbox(quick: bool) -> dict:
     """Programs checked per second through the sandbox pool: the synthetic code tasks' targets and tests."""
     import os
 
-    from instdiv import codetasks, sandbox
-    from instdiv.config import CodeConfig
+    from instdiv.tasks.code import programs as codetasks
+    from instdiv.tasks.code import sandbox
+    from instdiv.tasks.code.config import CodeConfig
 
     rows = codetasks.generate(CodeConfig(n_programs=40 if quick else 200, examples_per_program=2))["train"]
     jobs = list(zip(rows.column("target").to_pylist(), rows.column("test").to_pylist()))

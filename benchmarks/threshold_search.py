@@ -5,31 +5,27 @@
 Runs (or resumes: studies are keyed by their settings, so finished ones are reused) two sweeps of the
 `sweep` section: mode `grid` over `--grid-points` log-spaced instruction counts spanning
 sweep.instructions, and mode `threshold` with its sweep.max_trials. Both are fitted the same way
-(src/instdiv/estimate.py). Target: the adaptive estimate within a factor 1.25 of the grid's, with at most
+(src/instdiv/engine/estimate.py). Target: the adaptive estimate within a factor 1.25 of the grid's, with at most
 a third of its training runs. Figures are recorded in benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from instdiv import estimate, sweep
-from instdiv.config import load_params
+from instdiv.engine import estimate, sweep
+from instdiv.params import load_params
 
 
 def run_mode(base, **changes) -> dict:
-    params = dataclasses.replace(base, sweep=dataclasses.replace(base.sweep, **changes))
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(dataclasses.asdict(params), f, sort_keys=False)
-    frame = sweep.run(f.name)
-    Path(f.name).unlink()
+    params = base.replace(sweep=base.sweep.replace(**changes))
+    with tempfile.TemporaryDirectory() as tmp:
+        frame = sweep.run(params, Path(tmp) / "trials.csv")
     done = frame[frame["state"] == "COMPLETE"]
     s = params.sweep
     est = estimate.estimate(done["n_instructions"], done[s.metric], s.target, s.bootstrap, s.confidence)

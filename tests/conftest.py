@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from instdiv.config import params_from_dict
+from instdiv.params import params_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from instdiv.config import load_params, params_from_dict
+from instdiv.params import load_params, params_from_dict
 from instdiv.errors import ConfigError
 
 from conftest import write_params
@@ -54,12 +54,22 @@ def test_unknown_key_suggests_the_right_one(tiny):
         params_from_dict(tiny)
 
 
-def test_missing_key_and_section(tiny):
-    del tiny["train"]["lr"]
-    with pytest.raises(ConfigError, match="train.lr is missing; add it to params.yaml"):
+def test_missing_keys_and_sections_take_their_defaults(tiny):
+    """Older params files keep working when a parameter is added: what is left out takes the default."""
+    del tiny["train"]["lr"], tiny["model"], tiny["rewrite"]["encrypt"]
+    p = params_from_dict(tiny)
+    assert p.train.lr == 3e-3 and p.model.kind == "gpt" and p.model.d_model == 64 and p.rewrite.encrypt is False
+    assert p.train.batch_size == tiny["train"]["batch_size"]  # what is given still counts
+    assert params_from_dict({}).rewrite.n_instructions == 512
+
+
+def test_unknown_section_and_model_kind(tiny):
+    tiny["rewrites"] = tiny.pop("rewrite")
+    with pytest.raises(ConfigError, match="unknown key 'rewrites'; did you mean 'rewrite'"):
         params_from_dict(tiny)
-    del tiny["model"]
-    with pytest.raises(ConfigError, match="section 'model' is missing"):
+    tiny["rewrite"] = tiny.pop("rewrites")
+    tiny["model"]["kind"] = "llama"
+    with pytest.raises(ConfigError, match="model.kind: unknown model kind 'llama'; known: gpt"):
         params_from_dict(tiny)
 
 
@@ -106,11 +116,13 @@ def test_missing_and_corrupt_data_files_are_named(tiny, in_tmp):
 
 
 def test_unreadable_parquet_is_named(tiny, in_tmp):
-    from instdiv import rewrite
+    from pathlib import Path
+
+    from instdiv.engine import data as datafiles
     from instdiv.errors import DataError
 
     write_params(in_tmp / "params.yaml", tiny)
     assert run_cli("generate", cwd=in_tmp).returncode == 0
     (in_tmp / "data/rewrite/valid_seen.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(DataError, match="valid_seen.parquet is not a readable Parquet file"):
-        rewrite.read_split("valid_seen")
+        datafiles.read("valid_seen", Path("data/rewrite"), None, (), "dvc repro generate")  # no SHA-256 check

@@ -8,8 +8,9 @@ import json
 import mlflow
 import pandas as pd
 
-from instdiv import codeeval, codetasks, codetrain, mix, sandbox
-from instdiv.tracking import tracking_uri
+from instdiv.engine.tracking import tracking_uri
+from instdiv.tasks.code import mix, programs as codetasks, report as code_report, sandbox, score_programs
+from instdiv.tasks.code import study as codetrain
 
 from conftest import params
 
@@ -18,16 +19,16 @@ def test_pass_at_1_counts_programs_that_pass():
     tests = ["assert solve([1]) == 2\n"] * 4
     programs = ["def solve(xs):\n    return xs[0] + 1\n", "def solve(xs):\n    return 0\n", "def solve(xs) return",
                 "def solve(xs):\n    while True:\n        pass\n"]
-    metrics, results = codeeval.score(programs, tests, sandbox.Limits(seconds=3, cpu_seconds=1), workers=2)
+    metrics, results = score_programs(programs, tests, sandbox.Limits(seconds=3, cpu_seconds=1), workers=2)
     assert metrics["pass_at_1"] == 0.25 and metrics["parse_rate"] == 0.75
     assert [r.status for r in results] == ["passed", "failed", "syntax", "timeout"]
 
 
 def test_sweet_spot_is_said_plainly():
     rising = pd.DataFrame({"general_percent": [0, 10, 25], "pass_at_1": [0.2, 0.3, 0.1]})
-    assert codeeval.sweet_spot(rising).startswith("a sweet spot appears: pass@1 0.300 at 10%")
+    assert code_report.sweet_spot(rising).startswith("a sweet spot appears: pass@1 0.300 at 10%")
     flat = pd.DataFrame({"general_percent": [0, 10, 25], "pass_at_1": [0.3, 0.2, 0.1]})
-    assert codeeval.sweet_spot(flat).startswith("no sweet spot at this scale")
+    assert code_report.sweet_spot(flat).startswith("no sweet spot at this scale")
 
 
 def test_code_study_end_to_end(tiny, in_tmp):
@@ -41,12 +42,12 @@ def test_code_study_end_to_end(tiny, in_tmp):
         mix.run(p.mix, percent)
         info = codetrain.train(p, percent)
         assert info["steps"] > 0 and codetrain.model_path(percent).is_file()
-        m = codeeval.evaluate(p, percent)
+        m = codetrain.evaluate(p, percent)
         assert m["programs"] == 5 and 0 <= m["pass_at_1"] <= m["parse_rate"] + 1e-9 <= 1 + 1e-9
         assert m["benchmark/bench"]["programs"] == 1
         run = mlflow.MlflowClient(tracking_uri(p.tracking)).get_run(info["run_id"])
         assert run.data.tags["mix.general_percent"] == str(percent) and "test/pass_at_1" in run.data.metrics
-    report = codeeval.report(p)
+    report = code_report.report(p)
     assert [row["general_percent"] for row in report["points"]] == [0, 25]
     assert report["points"][0]["paper_average"] == 64.2 and report["verdict"]
     first = report["points"][0]

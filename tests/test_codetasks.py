@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from instdiv import codetasks, general, loaders, mix, sandbox
-from instdiv.config import CodeConfig, MixConfig
+from instdiv.tasks.code import general, loaders, mix, programs as codetasks, sandbox
+from instdiv.tasks.code.config import CodeConfig, MixConfig
 from instdiv.errors import ConfigError, DataError
 
 CODE = CodeConfig(n_programs=30, examples_per_program=3, depth=[1, 3], n_test_programs=8, tests_per_program=4)
@@ -39,7 +38,7 @@ def test_held_out_rows_do_not_depend_on_the_training_knobs():
     # A sweep over programs x examples per program compares models on one test set.
     base = codetasks.generate(CODE)
     for change in ({"n_programs": 60}, {"examples_per_program": 7}):
-        other = codetasks.generate(dataclasses.replace(CODE, **change))
+        other = codetasks.generate(CODE.replace(**change))
         assert other["test"].equals(base["test"]) and other["valid"].equals(base["valid"])
         assert not other["train"].equals(base["train"])
 
@@ -60,9 +59,9 @@ def test_code_generation_is_deterministic_and_checked():
     a, b = codetasks.generate(CODE), codetasks.generate(CODE)
     assert all(a[k].equals(b[k]) for k in a)
     with pytest.raises(ConfigError, match="code.n_programs or code.n_test_programs"):
-        codetasks.generate(dataclasses.replace(CODE, n_programs=10**6, depth=1))
+        codetasks.generate(CODE.replace(n_programs=10**6, depth=1))
     with pytest.raises(ConfigError, match="code.depth"):
-        codetasks.generate(dataclasses.replace(CODE, depth=[3, 1]))
+        codetasks.generate(CODE.replace(depth=[3, 1]))
 
 
 def test_general_tasks_by_hand():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from instdiv import estimate as est
+from instdiv.engine import estimate as est
 
 
 def curve(i, plateau=1.0, steepness=4.0, midpoint=200.0):
@@ -50,15 +50,17 @@ def test_the_estimate_stage_reads_a_code_sweep(in_tmp):
 
     import pandas as pd
 
-    from instdiv.config import SweepConfig
+    from pathlib import Path
+
+    from instdiv.params import params_from_dict
 
     programs = np.geomspace(10, 1000, 8).round().astype(int)
     pd.DataFrame({"state": "COMPLETE", "n_programs": programs, "seed": 0,
                   "pass_at_1": curve(programs, plateau=0.8, midpoint=100), "parse_rate": 1.0}).to_csv(
         in_tmp / "trials.csv", index=False)
-    cfg = SweepConfig(task="code", metric="pass_at_1", target=0.4, bootstrap=50)
-    result = est.run(cfg, in_tmp / "trials.csv")
+    params = params_from_dict({"sweep": {"task": "code", "metric": "pass_at_1", "target": 0.4, "bootstrap": 50}})
+    result = est.run(params, in_tmp / "trials.csv", Path("reports/sweep"), Path("reports/threshold.json"))
     assert result["threshold_instructions"] == pytest.approx(100, rel=0.05) and result["metric"] == "pass_at_1"
-    assert json.loads(est.THRESHOLD_PATH.read_text())["metric"] == "pass_at_1"
-    assert list(pd.read_csv(est.POINTS_PATH).columns[:3]) == ["n_programs", "pass_at_1", "parse_rate"]
-    assert est.FIGURE_PATH.stat().st_size > 10_000
+    assert json.loads(Path("reports/threshold.json").read_text())["metric"] == "pass_at_1"
+    assert list(pd.read_csv("reports/sweep/points.csv").columns[:3]) == ["n_programs", "pass_at_1", "parse_rate"]
+    assert Path("reports/sweep/phase_diagram.png").stat().st_size > 10_000

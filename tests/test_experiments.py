@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from instdiv import experiments, rewrite
+from instdiv.engine import experiments
 from instdiv.errors import ConfigError
+from instdiv.tasks.rewrite import TASK as REWRITE, generator as rewrite
 
 from conftest import write_params
 
@@ -37,7 +38,7 @@ def test_effective_instructions():
     ({"title": "t", "params": {"sweep": {"mode": "grid", "epoch": 3}}}, "unknown key 'epoch'; did you mean 'epochs'"),
     ({"title": "t", "xx": 1}, "unknown key 'xx'"),
     ({"params": {}}, "give it a title"),
-    ({"title": "t", "metrics": ["unseen_op"]}, "'unseen_op' is not <test split>_accuracy"),
+    ({"title": "t", "metrics": ["unseen_op"]}, "'unseen_op' is not a metric task rewrite reports"),
     ({"title": "t", "scale": "huge"}, "scale='huge' has the wrong type"),
     ({"title": "t", "paper_table": {"columns": [1]}}, "paper_table: give columns"),
     ({"title": "t", "paper_table": {"columns": [1], "rows": {}}, "params": {"sweep": {"mode": "grid"}}},
@@ -98,7 +99,7 @@ def test_tiny_code_experiment_end_to_end(tiny, in_tmp):
     on the same held-out rows, nested MLflow runs, the figure."""
     import mlflow
 
-    from instdiv.tracking import tracking_uri
+    from instdiv.engine.tracking import tracking_uri
 
     write_params(in_tmp / "params.yaml", tiny)
     declare(in_tmp, "codemix", title="Code", paper="18K code + 2K general beat 20K code.", x="general_percent",
@@ -150,11 +151,11 @@ def test_paper_table_beside_ours(tiny, in_tmp):
 
 
 def test_axis_labels():
-    assert experiments.label("family_k", "[3, 8]") == "3-8"
-    assert experiments.label("families", '["repeat", "mirror"]') == "repeat+mirror"
-    assert experiments.label("occurrences", "[10]") == "10"
-    assert experiments.label("occurrences", "[1, 5, 10]") == "mixed {1, 5, 10}"
-    assert experiments.label("skew", 0.2) == "0.2" and experiments.label("skew", 1.0) == "1 (uniform)"
+    assert experiments.label(REWRITE, "family_k", "[3, 8]") == "3-8"
+    assert experiments.label(REWRITE, "families", '["repeat", "mirror"]') == "repeat+mirror"
+    assert experiments.label(REWRITE, "occurrences", "[10]") == "10"
+    assert experiments.label(REWRITE, "occurrences", "[1, 5, 10]") == "mixed {1, 5, 10}"
+    assert experiments.label(REWRITE, "skew", 0.2) == "0.2" and experiments.label(REWRITE, "skew", 1.0) == "1 (uniform)"
 
 
 @pytest.mark.parametrize("scale", ["laptop", "paper"])
@@ -162,7 +163,7 @@ def test_declared_experiments_are_possible_at_both_scales(scale, tmp_path, monke
     """Every experiments/<name>.yaml loads and every point of its grid can be generated, at laptop scale and
     with its paper-scale overrides (`-S experiments/<name>.yaml:scale=paper`)."""
     from conftest import REPO
-    from instdiv import sweep
+    from instdiv.engine import sweep
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "experiments").mkdir()

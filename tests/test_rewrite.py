@@ -3,16 +3,17 @@ exact counts and shares, determinism."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from instdiv import rewrite
-from instdiv.config import RewriteConfig
+from instdiv.engine import data as datafiles
 from instdiv.errors import ConfigError
+from instdiv.params import params_from_dict
+from instdiv.tasks.rewrite import TASK, generator as rewrite
+from instdiv.tasks.rewrite.config import RewriteConfig
 
 from conftest import TINY
 
@@ -33,8 +34,13 @@ def test_apply_rule_hand_made(pattern, replacement, text, expected):
     assert rewrite.apply_rule(pattern, replacement, text) == expected
 
 
+def write(c: RewriteConfig, out):
+    """The generate stage's files for a config."""
+    return TASK.write(rewrite.generate(c), params_from_dict({"rewrite": c.model_dump()}), out)
+
+
 def cfg(**overrides) -> RewriteConfig:
-    return dataclasses.replace(RewriteConfig(**TINY["rewrite"]), **overrides)
+    return RewriteConfig(**TINY["rewrite"]).replace(**overrides)
 
 
 def rules(table) -> set[tuple[str, str]]:
@@ -98,24 +104,24 @@ def test_examples_per_instruction_and_budget():
 
 def test_same_seed_gives_identical_files(tmp_path):
     c = cfg()
-    a = rewrite.write(rewrite.generate(c), c, tmp_path / "a")
-    b = rewrite.write(rewrite.generate(c), c, tmp_path / "b")
+    a = write(c, tmp_path / "a")
+    b = write(c, tmp_path / "b")
     assert a == b
     for name in rewrite.SPLITS:
         assert (tmp_path / "a" / f"{name}.parquet").read_bytes() == (tmp_path / "b" / f"{name}.parquet").read_bytes()
-    other = rewrite.write(rewrite.generate(cfg(seed=1)), c, tmp_path / "c")
+    other = write(cfg(seed=1), tmp_path / "c")
     assert other["files"]["train"]["sha256"] != a["files"]["train"]["sha256"]
 
 
 def test_manifest_records_params_rows_and_hashes(tmp_path):
     c = cfg()
-    rewrite.write(rewrite.generate(c), c, tmp_path)
+    write(c, tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["params"] == dataclasses.asdict(c)
+    assert manifest["params"] == c.model_dump()
     for name in rewrite.SPLITS:
         entry = manifest["files"][name]
         assert entry["rows"] == pq.read_metadata(tmp_path / entry["path"]).num_rows
-        assert entry["sha256"] == rewrite.sha256(tmp_path / entry["path"])
+        assert entry["sha256"] == datafiles.sha256(tmp_path / entry["path"])
         assert set(rewrite.COLUMNS) <= set(pq.read_schema(tmp_path / entry["path"]).names)
 
 
@@ -123,10 +129,10 @@ def test_capacity_is_exact_and_enforced():
     c = cfg(alphabet_size=3, pattern_length=2, replacement_length=1)
     assert rewrite.rule_capacity(c) == 9 * 3  # 9 patterns x 3 replacements, no identities at these lengths
     assert rewrite.rule_capacity(cfg(alphabet_size=2, pattern_length=1, replacement_length=1)) == 2
-    ok = dataclasses.replace(c, n_instructions=27 - 2 * 3, n_unseen_instructions=3, total_examples=100)
+    ok = c.replace(n_instructions=27 - 2 * 3, n_unseen_instructions=3, total_examples=100)
     assert len(rules(rewrite.generate(ok)["train"])) == 21  # the whole space, by enumeration
     with pytest.raises(ConfigError, match="n_instructions"):
-        rewrite.generate(dataclasses.replace(ok, n_instructions=22))
+        rewrite.generate(ok.replace(n_instructions=22))
 
 
 @pytest.mark.parametrize("total,parts", [(1000, 10), (1003, 7), (50, 50), (10**6, 1000)])

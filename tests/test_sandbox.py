@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from instdiv import sandbox
+from instdiv.tasks.code import sandbox
 
 LIMITS = sandbox.Limits(seconds=4, cpu_seconds=1, memory_mb=256)
 TEST = "assert f(1) == 2"

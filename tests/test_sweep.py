@@ -12,15 +12,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import optuna
 import pandas as pd
 import pytest
+import torch
 
-from instdiv import estimate, sweep
-from instdiv.config import load_params
-from instdiv.errors import ConfigError
+from instdiv.engine import estimate, sweep
+from instdiv.engine.sweep import workers
+from instdiv.errors import ConfigError, InstdivError
+from instdiv.params import load_params
 
 from conftest import write_params
 
@@ -119,6 +122,18 @@ def test_impossible_point_and_sqlite_workers_fail_before_training(tiny, in_tmp):
     assert not (in_tmp / "optuna.db").exists()
 
 
+TRIALS = Path("reports/sweep/trials.csv")
+
+
+def run_sweep(path: Path) -> pd.DataFrame:
+    """The sweep stage on a params file, as `instdiv sweep` runs it."""
+    return sweep.run(load_params(path), TRIALS)
+
+
+def run_estimate(path: Path) -> dict:
+    return estimate.run(load_params(path), TRIALS, Path("reports/sweep"), Path("reports/threshold.json"))
+
+
 def completed_points(frame: pd.DataFrame, axes=("n_instructions", "seed")) -> list[tuple]:
     done = frame[frame["state"] == "COMPLETE"]
     return sorted(tuple(int(v) for v in row) for row in done[list(axes)].itertuples(index=False))
@@ -127,7 +142,7 @@ def completed_points(frame: pd.DataFrame, axes=("n_instructions", "seed")) -> li
 def test_grid_sweep_with_nested_mlflow_runs(tiny, in_tmp):
     tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], axes={"examples_per_instruction": [5, 10]})
     path = write_params(in_tmp / "params.yaml", tiny)
-    frame = sweep.run(path)
+    frame = run_sweep(path)
     axes = ("n_instructions", "examples_per_instruction", "seed")
     assert completed_points(frame, axes) == [(i, s, 0) for i in (4, 8, 16) for s in (5, 10)]
     assert (in_tmp / "reports/sweep/trials.csv").is_file()
@@ -147,9 +162,9 @@ def test_grid_sweep_with_nested_mlflow_runs(tiny, in_tmp):
         assert run.data.metrics["test/unseen_op_accuracy"] == trial.user_attrs["unseen_op_accuracy"]
         assert run.data.tags["data.train.sha256"] == trial.user_attrs["data_sha256"]
     # the same command again resumes a finished study: nothing reruns
-    assert len(sweep.run(path)) == 6
+    assert len(run_sweep(path)) == 6
 
-    result = estimate.run(params.sweep, sweep.TRIALS_PATH)  # fits the points, whatever they are
+    result = run_estimate(path)  # fits the points, whatever they are
     assert result["n_trials"] == 6
     assert json.loads((in_tmp / "reports/threshold.json").read_text())["target"] == 0.5
     assert (in_tmp / "reports/sweep/phase_diagram.png").stat().st_size > 10_000
@@ -172,15 +187,15 @@ def synthetic(midpoint: float):
 
 
 def test_threshold_mode_spends_its_runs_near_the_crossing(tiny, in_tmp, monkeypatch):
-    monkeypatch.setattr(sweep, "objective", synthetic(150.0))
+    monkeypatch.setattr(workers, "objective", synthetic(150.0))
     tiny["sweep"].update(instructions=[16, 1024], max_trials=7, target=0.45, bootstrap=200, total_examples=2048)
     path = write_params(in_tmp / "params.yaml", tiny)
-    frame = sweep.run(path)
+    frame = run_sweep(path)
     done = frame[frame["state"] == "COMPLETE"]
     assert len(done) == 7 and done["n_instructions"].nunique() == 7
     near = done["n_instructions"].between(150 / 2.5, 150 * 2.5).sum()
     assert near >= 4  # most runs where the curve crosses, not spread evenly over 16-1024
-    result = estimate.run(load_params(path).sweep, sweep.TRIALS_PATH)
+    result = run_estimate(path)
     assert result["threshold_instructions"] == pytest.approx(150, rel=0.05)  # 0.45 = half the 0.9 plateau
 
     # optuna-dashboard serves the study from the same storage, on loopback
@@ -204,19 +219,26 @@ def test_threshold_mode_over_code_programs(tiny, in_tmp, monkeypatch):
     """The threshold search and the estimate on sweep.task: code, through the real objective (nested MLflow
     runs, trial attributes), with a known pass@1 curve over programs in place of training."""
 
-    def known_curve(p, tmp, logger, callbacks):
-        rate = 0.9 / (1 + math.exp(-4 * (math.log(p.code.n_programs) - math.log(60))))
-        return {"pass_at_1": rate, "parse_rate": 1.0}, {"data_sha256": "0" * 64, "fit_seconds": 0.0}
+    from instdiv.engine.sweep import trial
+    from instdiv.tasks.code import CodeTask
 
-    monkeypatch.setitem(sweep.TASKS, "code", known_curve)
+    def no_training(p, task, tok, data, logger, ckpt_dir, **kwargs):
+        return torch.nn.Identity(), None, {"fit_seconds": 0.0}
+
+    def known_curve(self, model, tok, tables, p, width, device, n_samples=0):
+        rate = 0.9 / (1 + math.exp(-4 * (math.log(p.code.n_programs) - math.log(60))))
+        return {"pass_at_1": rate, "parse_rate": 1.0}, pd.DataFrame()
+
+    monkeypatch.setattr(trial, "fit", no_training)
+    monkeypatch.setattr(CodeTask, "score", known_curve)
     tiny["sweep"].update(task="code", metric="pass_at_1", instructions=[8, 400], max_trials=6, target=0.45,
                          bootstrap=100)
     path = write_params(in_tmp / "params.yaml", tiny)
-    frame = sweep.run(path)
+    frame = run_sweep(path)
     done = frame[frame["state"] == "COMPLETE"]
     assert len(done) == 6 and done["n_programs"].nunique() == 6 and "n_instructions" not in frame
     assert done["n_programs"].between(60 / 2.5, 60 * 2.5).sum() >= 3
-    result = estimate.run(load_params(path).sweep, sweep.TRIALS_PATH)
+    result = run_estimate(path)
     assert result["threshold_instructions"] == pytest.approx(60, rel=0.05) and result["metric"] == "pass_at_1"
 
 
@@ -323,16 +345,16 @@ def test_failed_trials_without_a_retry_are_enqueued_again_once():
 
 
 def test_a_crossing_outside_the_range_is_explained(tiny, in_tmp, monkeypatch):
-    monkeypatch.setattr(sweep, "objective", synthetic(5000.0))  # crosses far above the range
+    monkeypatch.setattr(workers, "objective", synthetic(5000.0))  # crosses far above the range
     tiny["sweep"].update(instructions=[16, 1024], total_examples=2048)
-    with pytest.raises(sweep.InstdivError, match="stays below sweep.target=0.5.*raise the range's max"):
-        sweep.run(write_params(in_tmp / "params.yaml", tiny))
+    with pytest.raises(InstdivError, match="stays below sweep.target=0.5.*raise the range's max"):
+        run_sweep(write_params(in_tmp / "params.yaml", tiny))
     assert len(pd.read_csv(in_tmp / "reports/sweep/trials.csv")) == 2  # the two ends, kept
 
 
 def test_pruning_callback_reports_to_the_trial(tiny, in_tmp):
     tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], pruning=True)
-    frame = sweep.run(write_params(in_tmp / "params.yaml", tiny))
+    frame = run_sweep(write_params(in_tmp / "params.yaml", tiny))
     study = optuna.load_study(study_name=sweep.study_name(load_params(in_tmp / "params.yaml")),
                               storage=f"sqlite:///{in_tmp}/optuna.db")
     # PyTorchLightningPruningCallback reports to Optuna's pruner once per epoch (its granularity): 30 steps

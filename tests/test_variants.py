@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 
 import pytest
 
-from instdiv import families, rewrite, tokenizer as tok
-from instdiv.config import RewriteConfig
+from instdiv.tasks.rewrite import families, generator as rewrite, text as tok
+from instdiv.tasks.rewrite.config import RewriteConfig
 from instdiv.errors import ConfigError
 
 FAMILY = RewriteConfig(alphabet_size=6, pattern_length=6, replacement_length=6, input_length=12,
@@ -79,7 +78,7 @@ def test_a_new_family_is_one_function():
         return "".join(base[i % len(base):] + base[: i % len(base)] for i in range(k))
 
     try:
-        t = rewrite.generate(dataclasses.replace(FAMILY, families=["rotate"], family_k=[2, 3]))
+        t = rewrite.generate(FAMILY.replace(families=["rotate"], family_k=[2, 3]))
     finally:
         del families.FAMILIES["rotate"]
     assert set(t["train"].column("family").to_pylist()) == {"rotate"}
@@ -98,7 +97,7 @@ def test_a_new_family_is_one_function():
 ])
 def test_family_settings_fail_early(changes, message):
     with pytest.raises(ConfigError, match=message):
-        rewrite.generate(dataclasses.replace(FAMILY, **changes))
+        rewrite.generate(FAMILY.replace(**changes))
 
 
 # --------------------------------------------------------------------------------------- occurrences
@@ -130,11 +129,11 @@ def test_inputs_hold_the_pattern_exactly_n_times():
 def test_occurrence_settings_fail_early():
     with pytest.raises(ConfigError, match=r"occurrences=\[1, 8\]: 8 occurrences of a 2-letter pattern.*"
                                           r"input_length >= 23"):
-        dataclasses.replace(OCCUR, occurrences=[1, 8], test_occurrences=None).validate()
+        OCCUR.replace(occurrences=[1, 8], test_occurrences=None)
     with pytest.raises(ConfigError, match=r"test_occurrences=\[1, 9\]"):
-        dataclasses.replace(OCCUR, test_occurrences=[1, 9]).validate()
+        OCCUR.replace(test_occurrences=[1, 9])
     with pytest.raises(ConfigError, match="distinct counts >= 1"):
-        dataclasses.replace(OCCUR, occurrences=[0, 2]).validate()
+        OCCUR.replace(occurrences=[0, 2])
 
 
 # ------------------------------------------------------------------------------------------ encryption
@@ -161,11 +160,11 @@ def test_encrypted_outputs_noops_included():
     first = rows(t["train"])[0]
     assert tok.prompts(t["train"].slice(0, 1).to_pydict())[0] == \
         f"{first['pattern']}>{first['replacement']}|{'abcdef'[first['key']]}|{first['input']}="
-    assert tok.sequence_lengths(CIPHER)[0] == tok.sequence_lengths(dataclasses.replace(CIPHER, encrypt=False))[0] + 2
+    assert tok.sequence_lengths(CIPHER)[0] == tok.sequence_lengths(CIPHER.replace(encrypt=False))[0] + 2
 
 
 @pytest.mark.parametrize("cfg", [FAMILY, OCCUR, CIPHER], ids=["families", "occurrences", "encrypt"])
 def test_variants_are_deterministic(cfg):
     a, b = rewrite.generate(cfg), rewrite.generate(cfg)
     assert list(a) == list(b) and all(a[k].equals(b[k]) for k in a)
-    assert not rewrite.generate(dataclasses.replace(cfg, seed=1))["train"].equals(a["train"])
+    assert not rewrite.generate(cfg.replace(seed=1))["train"].equals(a["train"])

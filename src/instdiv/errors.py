@@ -11,3 +11,20 @@ class ConfigError(InstdivError):
 
 class DataError(InstdivError):
     """A missing, corrupt or stale data file; the message names the file and the fix."""
+
+
+def friendly(fn):
+    """For CLI commands: a user error prints one line naming the parameter or file and the fix, and exits 2."""
+    import functools
+
+    import typer
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InstdivError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper

@@ -17,16 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from instdiv.config import SweepConfig
 from instdiv.errors import DataError
-
-REPORT_DIR = Path("reports/sweep")
-THRESHOLD_PATH = Path("reports/threshold.json")
-FIGURE_PATH = REPORT_DIR / "phase_diagram.png"
-HEATMAP_PATH = REPORT_DIR / "heatmap.png"
-POINTS_PATH = REPORT_DIR / "points.csv"
-FIT_PATH = REPORT_DIR / "fit.csv"
-X_LABEL = {"n_instructions": "distinct training instructions I", "n_programs": "distinct training code programs I"}
 
 
 def logistic(x, plateau, steepness, midpoint):
@@ -83,8 +74,10 @@ def estimate(instructions, accuracy, target: float, n_boot: int = 1000, confiden
             "fit": None if popt is None else dict(zip(("plateau", "steepness", "midpoint_log_i"), popt))}
 
 
-def run(cfg: SweepConfig, trials_path: Path) -> dict:
-    """The `estimate` stage: read the sweep's trials, fit, and write threshold.json and the figures."""
+def run(params, trials_path: Path, out_dir: Path, threshold_path: Path) -> dict:
+    """The `estimate` stage: read the sweep's trials, fit, and write the threshold and, in `out_dir`, the
+    points, the fitted curve and the figures."""
+    cfg, task = params.sweep, params.task()
     try:
         trials = pd.read_csv(trials_path)
     except FileNotFoundError:
@@ -95,22 +88,21 @@ def run(cfg: SweepConfig, trials_path: Path) -> dict:
     if len(done) < 3 or cfg.metric not in done:
         raise DataError(f"{trials_path} holds {len(done)} completed trials; the fit needs at least 3 "
                         "(raise sweep.max_trials or finish the sweep: dvc repro sweep)")
-    x = cfg.count_axis
+    x = task.count_axis
     est = estimate(done[x], done[cfg.metric], cfg.target, cfg.bootstrap, cfg.confidence)
     est["metric"] = cfg.metric
-    THRESHOLD_PATH.parent.mkdir(parents=True, exist_ok=True)
-    THRESHOLD_PATH.write_text(json.dumps(est, indent=2) + "\n")
-    REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    cols = [x, "seen_accuracy", "unseen_accuracy", "unseen_op_accuracy", "pass_at_1", "parse_rate", *cfg.axes,
-            "seed"]
-    done.sort_values(x)[[c for c in cols if c in done]].to_csv(POINTS_PATH, index=False)
+    threshold_path.parent.mkdir(parents=True, exist_ok=True)
+    threshold_path.write_text(json.dumps(est, indent=2) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cols = [x, *task.metrics, cfg.metric, *cfg.axes, "seed"]
+    done.sort_values(x)[[c for c in dict.fromkeys(cols) if c in done]].to_csv(out_dir / "points.csv", index=False)
     grid = np.geomspace(done[x].min(), done[x].max(), 60)
     if est["fit"]:
         f = est["fit"]
         fitted = logistic(np.log(grid), f["plateau"], f["steepness"], f["midpoint_log_i"])
-        pd.DataFrame({x: grid.round(1), "fit": fitted.round(4)}).to_csv(FIT_PATH, index=False)
-    phase_diagram(done, est, cfg.metric, x)
-    heatmap(done, cfg.metric, list(cfg.axes), x)
+        pd.DataFrame({x: grid.round(1), "fit": fitted.round(4)}).to_csv(out_dir / "fit.csv", index=False)
+    phase_diagram(done, est, cfg.metric, x, task.count_label, task.seen_metric, out_dir / "phase_diagram.png")
+    heatmap(done, cfg.metric, list(cfg.axes), x, task.count_label, out_dir / "heatmap.png")
     return est
 
 
@@ -126,16 +118,19 @@ def headline(est: dict) -> str:
             f"training runs")
 
 
-def phase_diagram(done: pd.DataFrame, est: dict, metric: str, x: str = "n_instructions") -> None:
+def phase_diagram(done: pd.DataFrame, est: dict, metric: str, x: str, x_label: str, seen: str | None,
+                  path: Path) -> None:
+    """The metric against I on a log axis with the fit, the threshold and its interval; beside it the score
+    on the training instructions (`seen`), which must be high for the rest to mean anything."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    if "seen_accuracy" in done:
-        ax.scatter(done[x], done["seen_accuracy"], marker="s", color="tab:gray", alpha=0.7,
-                   label="seen instructions (seen_accuracy)")
+    if seen in done:
+        ax.scatter(done[x], done[seen], marker="s", color="tab:gray", alpha=0.7,
+                   label=f"seen instructions ({seen})")
     ax.scatter(done[x], done[metric], color="tab:blue", zorder=3,
                label=f"unseen instructions ({metric})")
     if est["fit"]:
@@ -152,20 +147,20 @@ def phase_diagram(done: pd.DataFrame, est: dict, metric: str, x: str = "n_instru
     ax.axhline(est["target"], color="black", lw=0.6, ls=":")
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(f"{X_LABEL[x]} (log scale)")
+    ax.set_xlabel(f"{x_label} (log scale)")
     ax.set_ylabel("exact-match accuracy" if "accuracy" in metric else metric.replace("_", " "))
     ax.set_title(f"Generalization to unseen instructions ({len(done)} training runs)")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(FIGURE_PATH)
+    fig.savefig(path)
     plt.close(fig)
 
 
-def heatmap(done: pd.DataFrame, metric: str, axes: list[str], x: str = "n_instructions") -> None:
+def heatmap(done: pd.DataFrame, metric: str, axes: list[str], x: str, x_label: str, path: Path) -> None:
     """Mean metric over I x the first other axis that varies (S, skew, ...), when the study spans two."""
     second = next((a for a in axes if a in done and done[a].nunique() > 1), None)
     if second is None:
-        HEATMAP_PATH.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         return
     import matplotlib
 
@@ -180,10 +175,10 @@ def heatmap(done: pd.DataFrame, metric: str, axes: list[str], x: str = "n_instru
     for (r, c), v in np.ndenumerate(table.values):
         if np.isfinite(v):
             ax.text(c, r, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
-    ax.set_xlabel(X_LABEL[x])
+    ax.set_xlabel(x_label)
     ax.set_ylabel(second.replace("_", " "))
     ax.set_title(metric.replace("_", " "))
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
-    fig.savefig(HEATMAP_PATH)
+    fig.savefig(path)
     plt.close(fig)

@@ -6,7 +6,7 @@ rules; the unseen test and validation rules never occur in training (nor their p
 `holdout: patterns`).
 
 Variants of the paper's other experiments, each off by default (the default data does not change):
-- families: patterns and replacements drawn from semantic families shaped by k (instdiv/families.py), with
+- families: patterns and replacements drawn from semantic families shaped by k (instdiv/tasks/rewrite/families.py), with
   extra test splits on smaller k (`test_small_k`) and on unconstrained rules (`test_unconstrained`);
 - occurrences: op inputs holding the pattern exactly n times (counted at every position, overlaps included);
 - encrypt: the output, no-ops included, is then letter-shifted by the rule's key (see `shift`).
@@ -14,22 +14,19 @@ Variants of the paper's other experiments, each off by default (the default data
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from instdiv import datafiles
-from instdiv.config import RewriteConfig, as_range
+from instdiv.config import as_range
+from instdiv.engine.data import split_counts
 from instdiv.errors import ConfigError
-from instdiv.families import FAMILIES
+from instdiv.tasks.rewrite.config import RewriteConfig
+from instdiv.tasks.rewrite.families import FAMILIES
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
-DATA_DIR = Path("data/rewrite")
-_REBUILD = "generate"  # the DVC stage that rebuilds these files
 SPLITS = ("train", "valid_seen", "valid_unseen", "test_seen", "test_unseen")
 COLUMNS = ("instruction_id", "pattern", "replacement", "input", "output", "is_noop")
 SCHEMA = pa.schema([
@@ -331,23 +328,6 @@ def make_examples(rng: np.random.Generator, rules: list[Rule], ids: np.ndarray, 
     return table
 
 
-def split_counts(total: int, parts: int, skew: float | None = None, minimum: int = 1) -> np.ndarray:
-    """`total` spread over `parts` by the power law f(x) = a x^(a-1) (uniform when a is None or 1).
-
-    Every part first gets `minimum` examples (training keeps each instruction at least once); part k then
-    gets the share ((k+1)/parts)^a - (k/parts)^a of the rest, rounded by largest remainders so that the
-    counts sum to `total` exactly. Ties go to the first parts.
-    """
-    if total < parts * minimum:
-        raise ConfigError(f"{total} examples cannot give each of {parts} instructions {minimum}")
-    a = 1.0 if skew is None else skew
-    share = np.diff((np.arange(parts + 1) / parts) ** a) * (total - parts * minimum)
-    counts = np.floor(share).astype(np.int64)
-    left = total - parts * minimum - int(counts.sum())
-    counts[np.argsort(-(share - counts), kind="stable")[:left]] += 1
-    return counts + minimum
-
-
 def effective_instructions(counts: np.ndarray) -> float:
     """exp(entropy) of the examples' distribution over instructions: I when uniform, 1 when one rule has all."""
     p = counts[counts > 0] / counts.sum()
@@ -362,7 +342,6 @@ def instructions_holding(counts: np.ndarray, share: float = 0.99) -> int:
 
 def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
     """All splits for a config; the same config gives the same tables."""
-    cfg.validate()
     check_feasible(cfg)
     rng = np.random.default_rng(cfg.seed)
     taken: set[Rule] = set()
@@ -425,26 +404,3 @@ def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
             tables[name] = examples(draw_rules(u, k_range, trained), np.arange(first, first + u),
                                     cfg.n_test_examples)
     return tables
-
-
-def test_sets(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
-    """The test splits by the name their metrics take: test_seen -> seen, test_small_k -> small_k, ..."""
-    return {name.removeprefix("test_"): t for name, t in tables.items() if name.startswith("test_")}
-
-
-# ---------------------------------------------------------------------------------------------- files
-
-sha256 = datafiles.sha256
-
-
-def write(tables: dict[str, pa.Table], cfg: RewriteConfig, out_dir: Path = DATA_DIR) -> dict:
-    return datafiles.write(tables, out_dir, task="rewrite", params=dataclasses.asdict(cfg), holdout=cfg.holdout)
-
-
-def read_manifest(data_dir: Path = DATA_DIR) -> dict:
-    return datafiles.read_manifest(data_dir, _REBUILD)
-
-
-def read_split(name: str, data_dir: Path = DATA_DIR, manifest: dict | None = None) -> pa.Table:
-    """Read one split, checking it against the manifest's SHA-256 so a corrupt or stale file stops here."""
-    return datafiles.read(name, data_dir, manifest, COLUMNS, _REBUILD)

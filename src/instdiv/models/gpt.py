@@ -7,14 +7,38 @@ sees exactly what it saw in training.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from instdiv.config import ModelConfig
+from instdiv.config import Number, Section, positive
+from instdiv.engine.model import ModelFamily
+from instdiv.errors import ConfigError
+
+
+class GPTSection(Section):
+    """`model` when model.kind is gpt: the decoder's size; vocabulary and context length follow from the data."""
+
+    section: ClassVar[str] = "model"
+    LATER_KEYS: ClassVar[tuple[str, ...]] = ("kind",)  # left out of study names while at its default
+    kind: Literal["gpt"] = "gpt"
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 64
+    dropout: Number = 0.0
+
+    def check(self) -> None:
+        positive(self, "n_layer", "n_head", "d_model")
+        if self.d_model % self.n_head:
+            raise ConfigError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}; "
+                              "pick a d_model that is a multiple of n_head")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout} is outside [0, 1)")
 
 
 @dataclass
@@ -26,10 +50,6 @@ class GPTConfig:
     d_model: int = 64
     dropout: float = 0.0
 
-    @classmethod
-    def from_params(cls, params: ModelConfig, vocab_size: int, block_size: int) -> "GPTConfig":
-        return cls(vocab_size=vocab_size, block_size=block_size, n_layer=params.n_layer,
-                   n_head=params.n_head, d_model=params.d_model, dropout=params.dropout)
 
 
 class KVCache:
@@ -116,6 +136,10 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    @property
+    def block_size(self) -> int:
+        return self.cfg.block_size
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -187,3 +211,26 @@ class GPT(nn.Module):
         no_decay = [p for p in params.values() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+class GPTFamily(ModelFamily):
+    """The suite's GPT, trained from scratch on the task's own tokenizer."""
+
+    kind = "gpt"
+    Config = GPTSection
+
+    def build(self, cfg: GPTSection, tokenizer, block_size: int) -> GPT:
+        return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=block_size, n_layer=cfg.n_layer,
+                             n_head=cfg.n_head, d_model=cfg.d_model, dropout=cfg.dropout))
+
+    def spec(self, network: GPT) -> dict:
+        return dataclasses.asdict(network.cfg)
+
+    def rebuild(self, spec: dict) -> GPT:
+        return GPT(GPTConfig(**spec))
+
+    def cpu_bf16(self, cfg: GPTSection) -> bool:
+        return cfg.d_model >= 256  # measured: 0.56x at d64, 1.31x at d256 (benchmarks/README.md)
+
+
+FAMILY = GPTFamily()

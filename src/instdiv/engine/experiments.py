@@ -7,56 +7,52 @@ through the sweep (same Optuna storage, MLflow parent and nested runs) and write
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import textwrap
-from dataclasses import dataclass, field
+import types
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 import yaml
+from pydantic import Field
 
-from instdiv import rewrite, sweep
-from instdiv.config import PRESETS_DIR, Params, params_from_dict, section_from_dict
+from instdiv.config import PRESETS_DIR, Section, parse
+from instdiv.engine import sweep
 from instdiv.errors import ConfigError
+from instdiv.params import Params, params_from_dict
 
 EXPERIMENTS_DIR = Path("experiments")
 REPORTS_DIR = Path("reports")
-# rewrite: <test split>_<kind>, e.g. small_k_accuracy; code: pass@1 and the share of programs that parse
-METRIC = re.compile(r"^([a-z_]+_(accuracy|op_accuracy|noop_accuracy)|pass_at_1|parse_rate)$")
-RANGES = ("family_k", "test_occurrences", "pattern_length", "replacement_length")  # [lo, hi] axis values
 
 
-@dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(Section):
+    """experiments/<name>.yaml: a figure's layout, the paper's finding, and overrides of params.yaml."""
+
+    section: ClassVar[str] = "experiment"
     title: str = ""
     paper: str = ""  # the paper's finding, shown beside ours
     x: str = "n_instructions"  # the figure's x axis: n_instructions (n_programs for code) or a sweep axis
     series: str = "n_instructions"  # one line per value of this axis
     panel: str | None = None  # one plot per value of this axis
     x_log: bool = False
-    metrics: list[str] = field(default_factory=lambda: ["unseen_op_accuracy"])  # one row of plots each
-    params: dict = field(default_factory=dict)  # overrides of params.yaml sections
+    metrics: list[str] = Field(default_factory=lambda: ["unseen_op_accuracy"])  # one row of plots each
+    params: dict = Field(default_factory=dict)  # overrides of params.yaml sections
     # The paper's scale (a GPU): `dvc exp run -S experiments/<name>.yaml:scale=paper ...` applies the
     # package's paper preset (instdiv/presets/paper.yaml), then paper_scale, on top of params.
     scale: Literal["laptop", "paper"] = "laptop"
-    paper_scale: dict = field(default_factory=dict)
+    paper_scale: dict = Field(default_factory=dict)
     # The paper's table, printed beside ours (metrics[0]): its columns, values of x matched to ours by rank
     # (the paper's largest to our largest), and its rows {label: values}, matched by position to the
     # series values as the sweep lists them.
-    paper_table: dict = field(default_factory=dict)
+    paper_table: dict = Field(default_factory=dict)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if not self.title:
             raise ConfigError("experiment: give it a title")
-        for metric in self.metrics:
-            if not METRIC.match(metric):
-                raise ConfigError(f"experiment.metrics: '{metric}' is not <test split>_accuracy, _op_accuracy or "
-                                  "_noop_accuracy (e.g. unseen_op_accuracy, small_k_accuracy), nor pass_at_1 or "
-                                  "parse_rate (code)")
         if not self.metrics:
             raise ConfigError("experiment.metrics: name at least one, e.g. [unseen_op_accuracy]")
         if self.paper_table and set(self.paper_table) != {"columns", "rows"}:
@@ -77,7 +73,7 @@ def declaration(name: str) -> ExperimentConfig:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return section_from_dict(ExperimentConfig, {**dataclasses.asdict(ExperimentConfig()), **raw}, str(path))
+    return parse(ExperimentConfig, raw, str(path))
 
 
 def load(name: str, params_path: str | Path = "params.yaml") -> tuple[ExperimentConfig, Params]:
@@ -96,6 +92,11 @@ def load(name: str, params_path: str | Path = "params.yaml") -> tuple[Experiment
                                   "override")
             base[section] = {**base[section], **values}
     params = params_from_dict(base, source=f"{params_path} + {path} ({exp.scale} scale)")
+    task = params.task()
+    for metric in exp.metrics:
+        if not re.fullmatch(task.metric_pattern, metric):
+            raise ConfigError(f"{path}: metrics: '{metric}' is not a metric task {task.name} reports (names of the "
+                              f"form {task.metric_pattern}, e.g. {', '.join(task.metrics)})")
     axes = sweep.axis_names(params)
     for key in (exp.x, exp.series, exp.panel):
         if key is not None and key not in axes:
@@ -114,19 +115,27 @@ def load(name: str, params_path: str | Path = "params.yaml") -> tuple[Experiment
 
 def _values(params: Params, axis: str) -> list:
     """An axis's values as they are written in trials.csv (lists JSON-encoded)."""
-    values = params.sweep.instructions if axis == params.sweep.count_axis else \
+    values = params.sweep.instructions if axis == params.task().count_axis else \
         params.sweep.seeds if axis == "seed" else params.sweep.axes[axis]
     return [sweep.encode(v) for v in values]
 
 
-def label(axis: str, value) -> str:
+def _is_range(task, axis: str) -> bool:
+    """Whether the axis is a length or a [min, max] range (int | list[int]), so [3, 8] reads 3-8."""
+    annotation = task.axis_types().get(axis)
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    return int in args and list[int] in args
+
+
+def label(task, axis: str, value) -> str:
     """An axis value as people read it: [3, 8] -> 3-8 for ranges, [1, 5, 10] -> {1, 5, 10}, [a, b] -> a+b."""
     value = sweep.decode(value)
-    if axis == "skew" and value in (None, 1):
-        return "1 (uniform)"
+    special = task.label(axis, value)
+    if special is not None:
+        return special
     if not isinstance(value, list):
         return str(value)
-    if axis in RANGES:
+    if _is_range(task, axis):
         return f"{value[0]}-{value[1]}" if value[0] != value[1] else str(value[0])
     if all(isinstance(v, str) for v in value):
         return "+".join(value)
@@ -139,27 +148,29 @@ def run(name: str, params_path: str | Path = "params.yaml") -> dict:
     sweep.check(params)
     out = REPORTS_DIR / name
     out.mkdir(parents=True, exist_ok=True)
-    resolved = out / "params.yaml"  # the exact settings, also what the sweep's worker processes load
-    resolved.write_text(yaml.safe_dump(dataclasses.asdict(params), sort_keys=False))
-    frame = sweep.run(resolved, out / "trials.csv")
+    # The exact settings, as a record of what ran.
+    (out / "params.yaml").write_text(yaml.safe_dump(params.dump(), sort_keys=False))
+    frame = sweep.run(params, out / "trials.csv")
     return report(name, exp, params, frame)
 
 
 def report(name: str, exp: ExperimentConfig, params: Params, frame: pd.DataFrame) -> dict:
     out = REPORTS_DIR / name
+    task = params.task()
+    metric = re.compile(task.metric_pattern)
     done = frame[frame["state"] == "COMPLETE"].copy()
     keys = list(dict.fromkeys(k for k in (exp.panel, exp.series, exp.x) if k is not None))
     missing = [m for m in exp.metrics if m not in done]
     if missing:
         raise ConfigError(f"experiments/{name}.yaml: metrics {missing} were not measured (measured: "
-                          f"{', '.join(c for c in done if METRIC.match(c))}); name a test split the data has")
-    present = [c for c in done if METRIC.match(c)]
+                          f"{', '.join(c for c in done if metric.fullmatch(c))}); name a test split the data has")
+    present = [c for c in done if metric.fullmatch(c)]
     points = done.groupby(keys, dropna=False)[present].mean().reset_index()
     points["seeds"] = done.groupby(keys, dropna=False).size().to_numpy()
-    if "skew" in sweep.axis_names(params):
-        counts = [_counts(params, row) for row in points.to_dict("records")]
-        points["effective_instructions"] = [round(rewrite.effective_instructions(c), 1) for c in counts]
-        points["instructions_holding_99pct"] = [rewrite.instructions_holding(c, 0.99) for c in counts]
+    axes = sweep.axis_names(params)
+    extra = [task.point_columns(_point_params(params, row), axes) for row in points.to_dict("records")]
+    for column in dict.fromkeys(k for e in extra for k in e):
+        points[column] = [e.get(column) for e in extra]
     points.to_csv(out / "points.csv", index=False)
     minutes = float(done["fit_seconds"].sum() / 60) if "fit_seconds" in done else float("nan")
     metrics = {"trials": int(len(done)), "training_minutes": round(minutes, 1),
@@ -176,11 +187,11 @@ def report(name: str, exp: ExperimentConfig, params: Params, frame: pd.DataFrame
 
 def beside_paper(exp: ExperimentConfig, params: Params, points: pd.DataFrame) -> str:
     """The paper's table layout, each cell `ours / paper` (ours: metrics[0], mean over seeds)."""
-    t = exp.paper_table
+    t, task = exp.paper_table, params.task()
     metric = exp.metrics[0]
     ranked = sorted(points[exp.x].unique())
     ours = [ranked[sorted(t["columns"]).index(c)] for c in t["columns"]]
-    cols = [f"{exp.x} {label(exp.x, o)} (paper {c})" for o, c in zip(ours, t["columns"])]
+    cols = [f"{exp.x} {label(task, exp.x, o)} (paper {c})" for o, c in zip(ours, t["columns"])]
     lines = [f"| {exp.series} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for row, (paper_row, theirs) in zip(_values(params, exp.series), t["rows"].items()):
         cells = []
@@ -189,16 +200,15 @@ def beside_paper(exp: ExperimentConfig, params: Params, points: pd.DataFrame) ->
                          & (points[exp.x].astype(str) == str(sweep.encode(ours_x)))]
             mine = f"{hit[metric].iloc[0]:.2f}" if len(hit) else "-"
             cells.append(f"{mine} / {paper_value:.2f}")
-        lines.append(f"| {label(exp.series, row)} (paper {paper_row}) | " + " | ".join(cells) + " |")
+        lines.append(f"| {label(task, exp.series, row)} (paper {paper_row}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _counts(params: Params, row: dict) -> np.ndarray:
-    """Training examples per instruction at a point of the sweep."""
+def _point_params(params: Params, row: dict) -> Params:
+    """The settings of the trials at an experiment's point."""
     point = {k: row[k] for k in sweep.axis_names(params) if k in row}
     point.setdefault("seed", params.sweep.seeds[0])
-    cfg = sweep.trial_params(params, point).rewrite
-    return rewrite.split_counts(cfg.train_examples, cfg.n_instructions, cfg.skew)
+    return sweep.trial_params(params, point)
 
 
 def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Path) -> None:
@@ -208,6 +218,7 @@ def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    task = params.task()
     panels = _values(params, exp.panel) if exp.panel else [None]
     rows = len(exp.metrics)
     width = max(6.0, 4.2 * len(panels)) + 2.0  # the legend takes the right-hand 2 inches
@@ -229,10 +240,10 @@ def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Pa
                 else:
                     g = g.sort_values(exp.x)
                     xs = g[exp.x]
-                name = label(exp.series, value) if value is not None else metric
+                name = label(task, exp.series, value) if value is not None else metric
                 ax.plot(xs, g[metric], marker="o", label=name)
             if categorical:
-                ax.set_xticks(range(len(x_values)), [label(exp.x, v) for v in x_values])
+                ax.set_xticks(range(len(x_values)), [label(task, exp.x, v) for v in x_values])
             elif exp.x_log:
                 ax.set_xscale("log")
             ax.set_ylim(-0.02, 1.02)
@@ -240,7 +251,7 @@ def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Pa
             if c == 0:
                 ax.set_ylabel(metric.replace("_", " "))
             if panel is not None:
-                ax.set_title(f"{exp.panel.replace('_', ' ')} = {label(exp.panel, panel)}", fontsize=9)
+                ax.set_title(f"{exp.panel.replace('_', ' ')} = {label(task, exp.panel, panel)}", fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, title=exp.series.replace("_", " ") if exp.series != exp.x else None,
                fontsize=8, loc="center right")

@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from instdiv import codetasks, general, loaders
-from instdiv.config import MixConfig
+from instdiv.engine.data import split_counts
 from instdiv.errors import ConfigError
-from instdiv.rewrite import split_counts
+from instdiv.tasks.code import general, loaders, programs
+from instdiv.tasks.code.config import MixConfig
 
 DATA_DIR = Path("data/mix")
 SCHEMA = pa.schema([("instruction", pa.string()), ("response", pa.string()), ("source", pa.string())])
@@ -47,7 +47,6 @@ def counts(cfg: MixConfig, percent: int) -> tuple[int, int]:
 
 def build(cfg: MixConfig, percent: int, code_pairs: list[tuple[str, str]], code_source: str = "code") -> pa.Table:
     """The training table: exactly round(percent x total_examples / 100) general rows, code rows for the rest."""
-    cfg.validate()
     if not 0 <= percent <= 100:
         raise ConfigError(f"mix: {percent} is not a percent of general-domain rows; use 0 to 100")
     n_general, n_code = counts(cfg, percent)
@@ -66,7 +65,7 @@ def code_pairs(cfg: MixConfig) -> tuple[list[tuple[str, str]], str]:
     """The code rows to draw from: mix.code_source, or the synthetic code tasks' training split."""
     if cfg.code_source is not None:
         return loaders.load_instructions(cfg.code_source), cfg.code_source
-    return codetasks.pairs(codetasks.read_split("train")), "code"
+    return programs.pairs(programs.read_split("train")), "code"
 
 
 def run(cfg: MixConfig, percent: int, out_dir: Path = DATA_DIR) -> dict:

@@ -10,16 +10,16 @@ inputs. Test programs are structures never seen in training. Every target is exe
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from instdiv import datafiles
-from instdiv.config import CodeConfig, as_range
+from instdiv.config import as_range
+from instdiv.engine import data as datafiles
 from instdiv.errors import ConfigError
+from instdiv.tasks.code.config import CodeConfig
 
 DATA_DIR = Path("data/code")
 ENTRY_POINT = "solve"
@@ -167,7 +167,6 @@ def make_examples(rng: np.random.Generator, structures: list[Structure], first_i
 
 def generate(cfg: CodeConfig) -> dict[str, pa.Table]:
     """train (n_programs structures x examples_per_program), valid and test (held-out structures)."""
-    cfg.validate()
     check_feasible(cfg)
     rng = np.random.default_rng(cfg.seed)
     taken: set[Structure] = set()
@@ -181,7 +180,7 @@ def generate(cfg: CodeConfig) -> dict[str, pa.Table]:
 
 
 def write(tables: dict[str, pa.Table], cfg: CodeConfig, out_dir: Path = DATA_DIR) -> dict:
-    return datafiles.write(tables, out_dir, task="code", params=dataclasses.asdict(cfg),
+    return datafiles.write(tables, out_dir, task="code", params=cfg.model_dump(),
                            structures=structure_capacity(cfg))
 
 
@@ -191,4 +190,5 @@ def pairs(table: pa.Table) -> list[tuple[str, str]]:
 
 
 def read_split(name: str, data_dir: Path = DATA_DIR) -> pa.Table:
-    return datafiles.read(name, data_dir, datafiles.read_manifest(data_dir, "code_data"), SCHEMA.names, "code_data")
+    rebuild = "dvc repro code_data"
+    return datafiles.read(name, data_dir, datafiles.read_manifest(data_dir, rebuild), SCHEMA.names, rebuild)

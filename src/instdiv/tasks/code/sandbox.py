@@ -3,7 +3,7 @@
 Each program runs in its own Python process (`python -I -S`, so no site packages and no PYTHON* variables)
 with an empty environment, in a fresh temporary directory, in a new process group; the child lowers its
 own CPU, memory, file-size and process limits and refuses, through an audit hook, to start processes, send
-signals, open sockets, load C libraries or write outside its directory (instdiv/sandbox_runner.py). The
+signals, open sockets, load C libraries or write outside its directory (sandbox_runner.py beside this file). The
 parent enforces a wall-clock timeout and kills the whole process group at the end, whatever happened.
 When the suite runs as root and `nobody` can run this interpreter, the child also drops to `nobody`, so that
 the process limit applies and file permissions protect the rest of the machine.

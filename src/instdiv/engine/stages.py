@@ -1,0 +1,99 @@
+"""The task-generic stages: generate a task's data, train a model on it, score the model on its test splits.
+
+Each is one CLI command (`instdiv generate|train|evaluate --task NAME`), and the paths come from the command
+line, so dvc.yaml is the one place that names them. A task's own stages reuse `train_model`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+from instdiv import registry
+from instdiv.engine import model as models
+from instdiv.engine import tracking
+from instdiv.engine.training import device, fingerprint, fit, fit_data
+
+
+def generate(params, task, out_dir: Path) -> dict:
+    task.check(params)
+    return task.write(task.generate(params), params, out_dir)
+
+
+def tokenizer(params, task):
+    return registry.family(params.model.kind).tokenizer(params.model, task.tokenizer(params))
+
+
+def train(params, task, data_dir: Path, model_path: Path, curves_dir: Path | None) -> dict:
+    """Train on the task's data in `data_dir`; write the model, its info and the training curves."""
+    tables, manifest = task.read(data_dir)
+    digests = {k: v["sha256"] for k, v in manifest["files"].items()}
+    tags = {k: str(v) for k, v in manifest.items() if k not in ("task", "params", "files")}
+    count = getattr(getattr(params, task.name), task.count_axis)
+    sources = {name: data_dir / f"{name}.parquet" for name in tables}
+    return train_model(params, task, tables, digests, sources, model_path, curves_dir,
+                       run_name=f"{task.name}-I{count}-seed{params.train.seed}", tags=tags)
+
+
+def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, str], sources: dict[str, Path],
+                model_path: Path, curves_dir: Path | None, run_name: str, tags: dict | None = None,
+                experiment: str | None = None, extra_params: dict | None = None) -> dict:
+    """Train one model, tracked in MLflow; resume an interrupted run with the same settings and data.
+
+    A finished run rerun (dvc repro -f) trains afresh in a new MLflow run. Writes `model_path`, its info
+    (`model_path` with .json: the run id and what happened) and, given `curves_dir`, the DVC plot data.
+    """
+    tok = tokenizer(params, task)
+    data = fit_data(task, tok, params, tables)
+    fp = fingerprint(params, registry.family(params.model.kind), digests["train"])
+    ckpt_dir = Path(params.train.checkpoint_dir) / fp
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    run_file = ckpt_dir / "run.json"
+    state = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    resume = (ckpt_dir / "last.ckpt").is_file() and "run_id" in state and not state.get("finished", False)
+
+    run_logger = tracking.logger(params.tracking, run_name=run_name, run_id=state["run_id"] if resume else None,
+                                 experiment=experiment or params.tracking.experiment,
+                                 tags={"git_commit": tracking.git_commit(), "task": task.name, "fingerprint": fp,
+                                       **(tags or {}), **{f"data.{k}.sha256": v for k, v in digests.items()}})
+    run_id = run_logger.run_id
+    run_file.write_text(json.dumps({"run_id": run_id, "finished": False}) + "\n")
+    if not resume:
+        tracking.log_params(run_logger, {**params.dump(), **(extra_params or {}),
+                                         "train.total_steps": params.train.total_steps(len(data.train))})
+        tracking.log_datasets(run_id, tables, digests, sources, task.name)
+
+    network, family, info = fit(params, task, tok, data, run_logger, ckpt_dir, resume)
+    if network is None:
+        return {}
+    run_file.write_text(json.dumps({"run_id": run_id, "finished": True}) + "\n")
+    models.save(model_path, family, network, prompt_width=data.width)
+    info = {"run_id": run_id, "tracking_uri_kind": tracking.tracking_uri(params.tracking).split(":")[0],
+            "fingerprint": fp, **info}
+    model_path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    if curves_dir is not None:
+        kinds = ("accuracy", *(f"{g}_accuracy" for g in data.groups))
+        val = [f"{split}_{kind}" for split in data.val for kind in kinds]
+        tracking.write_curves(params.tracking, run_id, curves_dir, val)
+    tracking.log_model(run_id, network, model_path)
+    return info
+
+
+def evaluate(params, task, data_dir: Path, model_path: Path, report_dir: Path, stage: str) -> dict:
+    """Score the model on the task's test splits; write metrics.json and predictions.csv to `report_dir` and
+    add both to the model's MLflow run."""
+    tables, _ = task.read(data_dir, tests_only=True)
+    dev = device()
+    network, extras = models.load(model_path, dev, stage)
+    metrics, samples = task.score(network, tokenizer(params, task), tables, params, extras["prompt_width"], dev,
+                                  params.evaluate.n_samples)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    files = [report_dir / "metrics.json", report_dir / "predictions.csv"]
+    files[0].write_text(json.dumps(metrics, indent=2) + "\n")
+    samples.to_csv(files[1], index=False)
+    info = model_path.with_suffix(".json")
+    if info.is_file():
+        tracking.log_evaluation(params.tracking, json.loads(info.read_text())["run_id"], metrics, files)
+    return metrics

@@ -1,0 +1,144 @@
+"""A sweep's study: its storage, its name (hashed from every setting a trial depends on), its points, its
+creation (with the MLflow parent run and, in grid mode, every point enqueued) and its trials as a table.
+
+Storages are Optuna's: SQLite for one process, a journal file for several on one host, PostgreSQL (or any
+RDB URL) for several machines. With an RDB storage every trial sends heartbeats; a trial whose worker died
+is failed after three silent intervals and retried, as are trials that raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from instdiv.config import Section
+from instdiv.engine import tracking
+from instdiv.engine.sweep.samplers import GridQueueSampler, ThresholdSampler
+from instdiv.errors import ConfigError
+
+# Heartbeats, stale-trial failing and the retry callback are marked experimental; they are the mechanism.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+_READY_TIMEOUT_S = 300
+
+
+def storage_url(params) -> str:
+    return params.sweep.storage or f"sqlite:///{tracking.repo_root() / 'optuna.db'}"
+
+
+def dashboard_arg(params) -> str:
+    """What optuna-dashboard takes: the URL, or the journal file's path."""
+    url = storage_url(params)
+    return url.removeprefix("journal:") if url.startswith("journal:") else url
+
+
+def _settings(section: Section) -> dict:
+    """A section as study names hash it: keys added after the first studies are left out while at their
+    default (each section lists them in LATER_KEYS), so those studies keep their names across versions."""
+    later = getattr(type(section), "LATER_KEYS", ())
+    fields = type(section).model_fields
+    return {k: v for k, v in section.model_dump().items() if not (k in later and v == fields[k].default)}
+
+
+def study_name(params) -> str:
+    """The configured name plus a hash of every setting a trial depends on, so changed settings start a
+    new study while an interrupted sweep with the same settings resumes its own."""
+    s = params.sweep
+    key = {"sweep": {k: v for k, v in _settings(s).items()
+                     if k not in ("storage", "workers", "bootstrap", "confidence", "study")},
+           **{name: _settings(getattr(params, name)) for name in params.task().sections},
+           "model": _settings(params.model),
+           "train": {k: v for k, v in _settings(params.train).items() if k not in params.train.PLACEMENT}}
+    return f"{s.study}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]}"
+
+
+def encode(value):
+    """An axis value as Optuna stores categorical choices: scalars as they are, lists as JSON."""
+    return json.dumps(value) if isinstance(value, list) else value
+
+
+def decode(value):
+    return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
+
+
+def axis_names(params) -> list[str]:
+    return [params.task().count_axis, *params.sweep.axes, "seed"]
+
+
+def grid_points(params) -> list[dict]:
+    s = params.sweep
+    axes = {params.task().count_axis: sorted(s.instructions),
+            **{key: [encode(v) for v in values] for key, values in s.axes.items()}, "seed": s.seeds}
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def open_storage(params):
+    url, s = storage_url(params), params.sweep
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        if not path.is_absolute():
+            path = tracking.repo_root() / path
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    import sqlalchemy.exc
+
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=s.max_retries)
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=s.heartbeat_seconds,
+                                              grace_period=3 * s.heartbeat_seconds,
+                                              heartbeat_stale_trial_callback=retry)
+        except sqlalchemy.exc.SQLAlchemyError:
+            # Workers started together on a fresh database race to create Optuna's tables; the loser's
+            # CREATE fails once the winner's exists, and a second try finds them.
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
+
+
+def open_study(params) -> optuna.Study:
+    """Create the study, or load it when it exists; its creator also creates the MLflow parent run and, in
+    grid mode, enqueues every point, then marks the study ready for the other workers."""
+    s = params.sweep
+    storage = open_storage(params)
+    name = study_name(params)
+    sampler = ThresholdSampler(min(s.instructions), max(s.instructions), s.target, s.metric,
+                               params.task().count_axis) if s.mode == "threshold" else GridQueueSampler()
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        deadline = time.time() + _READY_TIMEOUT_S
+        while "ready" not in study.user_attrs:
+            if time.time() > deadline:
+                raise ConfigError(f"study {name} was created but never set up (its creator died?); delete it "
+                                  f"with: optuna delete-study --study-name {name} --storage <url>") from None
+            time.sleep(1)
+        return study
+    for key, value in tracking.flatten({"sweep": s.model_dump()}).items():
+        study.set_user_attr(key, value)
+    parent = tracking.parent_run(params.tracking, f"study {name}", {"optuna.study": name, "sweep.mode": s.mode},
+                                 params.dump())
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    if s.mode == "grid":
+        for point in grid_points(params):
+            study.enqueue_trial(point)
+    study.set_user_attr("ready", True)
+    return study
+
+
+def trials_frame(study: optuna.Study, axes: list[str]) -> pd.DataFrame:
+    """One row per trial: state, axes, scores, the MLflow run; what the estimate stage reads."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"number": t.number, "state": t.state.name, **{a: t.params.get(a) for a in axes},
+               "retry_of": t.system_attrs.get("failed_trial")}
+        row.update({k: v for k, v in t.user_attrs.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)

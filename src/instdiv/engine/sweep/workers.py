@@ -1,0 +1,149 @@
+"""Sweep workers: each runs trials until the study has none left for it; the sweep stage starts them, retries
+what failed, writes the trials table and ends the study's MLflow parent run.
+
+Grid mode enqueues every point once, when the study is created; workers pop enqueued trials, which
+Optuna's storage hands to exactly one worker each, so no point runs twice even with concurrent workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import torch
+from optuna.trial import TrialState
+
+from instdiv.engine import tracking
+from instdiv.engine.sweep.samplers import points_so_far, propose
+from instdiv.engine.sweep.study import (
+    axis_names,
+    dashboard_arg,
+    grid_points,
+    open_storage,
+    open_study,
+    storage_url,
+    study_name,
+    trials_frame,
+)
+from instdiv.engine.sweep.trial import check, objective
+from instdiv.errors import InstdivError
+from instdiv.params import params_from_dict
+
+log = logging.getLogger(__name__)
+
+def _remaining(study: optuna.Study, params) -> str:
+    """'run' when this worker should start a trial, 'wait' when others may still hand work back, or 'done'."""
+    s = params.sweep
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    waiting, running = states.count(TrialState.WAITING), states.count(TrialState.RUNNING)
+    if waiting:
+        return "run"
+    heartbeats = not storage_url(params).startswith("journal:")  # RDB storages send heartbeats
+    if s.mode == "threshold":
+        complete, failed = states.count(TrialState.COMPLETE), states.count(TrialState.FAIL)
+        measured, pending = points_so_far(study, s.metric, params.task().count_axis)
+        lo, hi = min(s.instructions), max(s.instructions)
+        budget_left = complete + running < s.max_trials and failed < s.max_trials * (s.max_retries + 1)
+        if budget_left and propose(measured, pending, lo, hi, s.target) is not None:
+            return "run"
+    # A running trial may belong to a dead worker: with heartbeats it is failed and retried after the grace
+    # period, so wait for it rather than finish with a hole in the sweep.
+    return "wait" if running and heartbeats else "done"
+
+
+def retry_unfinished(study: optuna.Study, max_retries: int) -> None:
+    """Enqueue again the failed trials that have no retry yet (the callback enforces `max_retries`)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+    for t in trials:
+        if t.state == TrialState.FAIL and t.number not in retried:
+            retry(study, t)
+
+
+def work(params, threads: int | None = None) -> int:
+    """One worker: run trials until the sweep has none left for it; returns how many it ran. `params` is
+    the params object, or its plain data (`Params.dump()`) in a worker process."""
+    if threads:
+        torch.set_num_threads(threads)
+    if isinstance(params, dict):
+        params = params_from_dict(params)
+    study = open_study(params)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=params.sweep.max_retries)
+
+    def retry_failed(study, trial):
+        if trial.state == TrialState.FAIL:
+            retry(study, trial)
+
+    ran = 0
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        todo = _remaining(study, params)
+        if todo == "done":
+            return ran
+        if todo == "wait":
+            time.sleep(min(params.sweep.heartbeat_seconds, 10))
+            continue
+        study.optimize(lambda t: objective(t, params), n_trials=1, catch=(Exception,), callbacks=[retry_failed],
+                       gc_after_trial=True)
+        ran += 1
+
+
+def run(params, out: Path) -> pd.DataFrame:
+    """The `sweep` stage: start `sweep.workers` workers on the study, then write its trials to `out`; the
+    study's MLflow parent run ends FINISHED when every trial it needs is done."""
+    check(params)
+    s = params.sweep
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    log.info("study %s (%s) in %s; optuna-dashboard %s", study_name(params), s.mode,
+             storage_url(params).split("://")[0], dashboard_arg(params))
+    # Created here once, so the workers below only load it; trials that failed without being retried (a
+    # Ctrl-C, a crash of the whole command) are enqueued again first.
+    retry_unfinished(open_study(params), s.max_retries)
+    if s.workers == 1:
+        work(params)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // s.workers)
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=work, args=(params.dump(), threads)) for _ in range(s.workers)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        if any(proc.exitcode for proc in procs):
+            raise RuntimeError(f"a sweep worker failed (exit codes {[p.exitcode for p in procs]})")
+    study = optuna.load_study(study_name=study_name(params), storage=open_storage(params))
+    frame = trials_frame(study, axis_names(params))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    complete = frame[frame["state"] == "COMPLETE"] if len(frame) else frame
+    if s.mode == "grid":
+        missing = [p for p in grid_points(params)
+                   if not ((complete[list(p)] == pd.Series(p)).all(axis=1)).any()]
+        if missing:
+            raise InstdivError(f"{len(missing)} grid points have no completed trial (first: {missing[0]}); see "
+                               "the errors above, then rerun the sweep: failed points are retried")
+    elif len(complete) < 3:
+        raise InstdivError(_why_stopped(complete, params))
+    tracking.end_run(params.tracking, study.user_attrs["mlflow_parent_run_id"])
+    return frame
+
+
+def _why_stopped(complete: pd.DataFrame, params) -> str:
+    s = params.sweep
+    if len(complete) and s.metric in complete:
+        best = complete.loc[complete[s.metric].idxmax()]
+        if (complete[s.metric] < s.target).all():
+            return (f"{s.metric} stays below sweep.target={s.target} over sweep.instructions={s.instructions} "
+                    f"(best {best[s.metric]:.3f} at I={best[params.task().count_axis]}): raise the range's max, the "
+                    "training budget (sweep.epochs) or lower sweep.target")
+        if (complete[s.metric] >= s.target).all():
+            return (f"{s.metric} is above sweep.target={s.target} already at I={min(s.instructions)}: lower the "
+                    "range's min or raise sweep.target")
+    return f"only {len(complete)} trials completed; see the errors above, then rerun the sweep"

@@ -1,0 +1,207 @@
+"""Training with Lightning: one LightningModule that receives its network, one `fit`, and the one place that
+chooses the device and the precision and builds the trainer, its checkpoints and callbacks.
+
+Checkpoints live in a directory the caller names (keyed by the settings and the data), outside DVC's
+outputs, which DVC deletes before rerunning a stage; with `resume` training continues from its last.ckpt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics import MeanMetric
+
+from instdiv.config import TrainConfig
+from instdiv.engine import text
+from instdiv.engine.decoding import exact_match
+
+log = logging.getLogger(__name__)
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # our ProgressLine says what matters
+warnings.filterwarnings("ignore", message=".*(exists and is not empty|LeafSpec|dataloader is not resumable).*")
+
+
+def device() -> str:
+    """Where evaluation runs: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class FitData:
+    """A training run's data: (x, y) training pairs and named validation sets (EvalSet tensors)."""
+
+    train: TensorDataset
+    val: dict[str, TensorDataset]
+    width: int  # prompt width of the validation sets (and of decoding later)
+    block_size: int
+    groups: tuple[str, ...] = ()  # row groups scored on their own in validation
+
+
+def fit_data(task, tok: text.Tokenizer, params, tables: dict) -> FitData:
+    """A task's training rows and validation splits as tensors, shaped by the task."""
+    width, block = task.shape(params, tables, tok)
+    train = task.examples(task.training_table(params, tables))
+    x, y = text.training_tensors(tok, train.prompts, train.targets, block)
+    val = {}
+    for name, table in task.validation(params, tables).items():
+        ex = task.examples(table)
+        es = text.EvalSet.build(tok, ex.prompts, ex.targets, width, block - width + 1, ex.groups, task.groups)
+        val[name] = TensorDataset(*es.tensors())
+    return FitData(TensorDataset(x, y), val, width, block, task.groups)
+
+
+class LitCausalLM(L.LightningModule):
+    """A network plus what training needs: loss, schedule, and exact match on the validation sets."""
+
+    def __init__(self, network: torch.nn.Module, tcfg: TrainConfig, total_steps: int, tok: text.Tokenizer,
+                 val_splits: tuple[str, ...], groups: tuple[str, ...]):
+        super().__init__()
+        self.network, self.tcfg, self.total_steps, self.tok = network, tcfg, total_steps, tok
+        self.val_splits, self.groups = tuple(val_splits), tuple(groups)
+        self.acc = torch.nn.ModuleDict({f"{split}_{kind}": MeanMetric() for split in self.val_splits
+                                        for kind in ("accuracy", *(f"{g}_accuracy" for g in groups))})
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        _, loss = self.network(x.long(), y.long())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        prompts, mask, targets, group = batch
+        correct = exact_match(self.network, prompts, mask, targets, self.tok).float()
+        split = self.val_splits[dataloader_idx]
+        self.acc[f"{split}_accuracy"].update(correct)
+        for i, g in enumerate(self.groups):
+            if (group == i).any():
+                self.acc[f"{split}_{g}_accuracy"].update(correct[group == i])
+
+    def on_validation_epoch_end(self):
+        for name, metric in self.acc.items():
+            if metric.update_called:
+                self.log(f"val/{name}", metric.compute(), sync_dist=False)
+            metric.reset()
+
+    def configure_optimizers(self):
+        opt = self.network.configure_optimizer(self.tcfg.lr, self.tcfg.weight_decay)
+        warmup = max(1, int(self.tcfg.warmup_frac * self.total_steps))
+
+        def factor(step: int) -> float:  # linear warmup, then linear decay to 0
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class ProgressLine(Callback):
+    """One readable line per validation, for logs where a progress bar is noise (DVC, CI, nohup)."""
+
+    def __init__(self, total_steps: int, monitor: str):
+        self.total, self.monitor, self.start = total_steps, monitor, time.time()
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        shown = [k for k in m if k.startswith("val/") and k.count("_") == 1] + [f"val/{self.monitor}"]
+        scores = "  ".join(f"{k.removeprefix('val/').removesuffix('_accuracy').replace('_', '-')} {float(m[k]):.3f}"
+                           for k in dict.fromkeys(shown) if k in m)
+        loss = float(m["train/loss"]) if "train/loss" in m else float("nan")
+        print(f"step {trainer.global_step:>6}/{self.total}  loss {loss:.4f}  {scores}  "
+              f"[{time.time() - self.start:.0f}s]", flush=True)
+
+
+def choose_precision(tcfg: TrainConfig, family, mcfg) -> str:
+    """bf16 autocast where it was measured faster: GPUs, and CPUs where the model family says so."""
+    if tcfg.precision != "auto":
+        return tcfg.precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if family.cpu_bf16(mcfg) else "32-true"
+
+
+def fingerprint(params, family, data_sha256: str) -> str:
+    """What determines a training run: the model, the training settings, the exact training data and the
+    package's code."""
+    package = Path(__file__).resolve().parents[1]
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(package.rglob("*.py"))))
+    key = {"model": params.model.model_dump(), "train": params.train.model_dump(exclude=set(TrainConfig.PLACEMENT)),
+           "data": data_sha256, "code": code.hexdigest()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_trainer(tcfg: TrainConfig, precision: str, total_steps: int, logger=False, callbacks=(),
+                  **overrides) -> L.Trainer:
+    kwargs = dict(
+        max_steps=total_steps, accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
+        precision=precision, gradient_clip_val=tcfg.grad_clip or None,
+        val_check_interval=min(tcfg.val_every_steps, total_steps), check_val_every_n_epoch=None,
+        log_every_n_steps=min(50, tcfg.val_every_steps), logger=logger, callbacks=list(callbacks),
+        enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=sys.stderr.isatty(),
+    )
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def loaders(tcfg: TrainConfig, data: FitData, eval_batch: int) -> tuple[DataLoader, list[DataLoader]]:
+    gen = torch.Generator().manual_seed(tcfg.seed)
+    train_loader = DataLoader(data.train, batch_size=tcfg.batch_size, shuffle=True, drop_last=False, generator=gen)
+    return train_loader, [DataLoader(v, batch_size=eval_batch) for v in data.val.values()]
+
+
+def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path, resume: bool = False,
+        callbacks=(), verbose: bool = True):
+    """Train the model `params.model` describes on in-memory data; return the network with the best weights on
+    the task's monitor (None off rank zero), its family, and what happened.
+
+    Used by the train stage, every sweep trial and the task's own training stages. `ckpt_dir` holds
+    best.ckpt and last.ckpt.
+    """
+    from instdiv import registry
+
+    family = registry.family(params.model.kind)
+    tcfg = params.train
+    train_loader, val_loaders = loaders(tcfg, data, params.evaluate.batch_size)
+    total_steps = tcfg.total_steps(len(train_loader.dataset))
+    last = ckpt_dir / "last.ckpt"
+    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    network = family.build(params.model, tok, data.block_size)
+    lit = LitCausalLM(network, tcfg, total_steps, tok, tuple(data.val), data.groups)
+    monitor = f"val/{task.monitor}"
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
+                           enable_version_counter=False)
+    # A separate callback for "last": save_last only writes when the best one improved.
+    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
+    progress = [ProgressLine(total_steps, task.monitor)] if verbose else []
+    precision = choose_precision(tcfg, family, params.model)
+    trainer = build_trainer(tcfg, precision, total_steps, logger=logger,
+                            callbacks=[ckpt, latest, *progress, *callbacks])
+    if verbose:
+        log.info("training %s parameters for %d steps on %s examples (%s, %s)%s", f"{network.num_params():,}",
+                 total_steps, f"{len(train_loader.dataset):,}", trainer.precision,
+                 trainer.accelerator.__class__.__name__, f"; resuming {last}" if resume else "")
+    start = time.time()
+    trainer.fit(lit, train_loader, val_loaders, ckpt_path=str(last) if resume else None)
+    info = {"steps": trainer.global_step, "total_steps": total_steps,
+            "fit_seconds": round(time.time() - start, 1),
+            "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+            "precision": str(trainer.precision)}
+    if not trainer.is_global_zero:
+        return None, family, info
+    best_path = ckpt.best_model_path or str(last)
+    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    lit.load_state_dict(state)
+    info.update(best_checkpoint=Path(best_path).name, parameters=network.num_params())
+    return network.cpu().eval(), family, info
