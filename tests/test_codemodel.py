@@ -9,7 +9,8 @@ import mlflow
 import pandas as pd
 
 from instdiv.engine.tracking import tracking_uri
-from instdiv.tasks.code import mix, programs as codetasks, report as code_report, sandbox, score_programs
+from instdiv.tasks.code import mix, programs as codetasks, report as code_report, sandbox
+from instdiv.tasks.code.task import score_programs
 from instdiv.tasks.code import study as codetrain
 
 from conftest import params

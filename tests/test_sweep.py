@@ -220,7 +220,7 @@ def test_threshold_mode_over_code_programs(tiny, in_tmp, monkeypatch):
     runs, trial attributes), with a known pass@1 curve over programs in place of training."""
 
     from instdiv.engine.sweep import trial
-    from instdiv.tasks.code import CodeTask
+    from instdiv.tasks.code.task import CodeTask
 
     def no_training(p, task, tok, data, logger, ckpt_dir, **kwargs):
         return torch.nn.Identity(), None, {"fit_seconds": 0.0}

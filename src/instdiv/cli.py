@@ -171,8 +171,8 @@ def preset(name: str, params: ParamsOpt = Path("params.yaml")):
     typer.echo(" ".join(args))
 
 
-for _task in registry.tasks().values():  # each task's own stages
-    _task.commands(app)
+for _register in registry.commands():  # the tasks' own stages
+    _register(app)
 
 
 def main():  # pragma: no cover - console entry

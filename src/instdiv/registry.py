@@ -2,26 +2,35 @@
 exposes `TASK` or `FAMILY`. The engine looks them up here by the names params.yaml gives, and so never
 imports a task's or a model's module itself.
 
-Both packages extend over `sys.path` (`pkgutil.extend_path`), so a task or family can also live outside this
-repository: put `instdiv/tasks/<name>.py` (or a package) in any directory on PYTHONPATH.
+Both packages extend over `sys.path`, so a task or family can also live outside this repository: put
+`instdiv/tasks/<name>.py` (or a package) in any directory on PYTHONPATH.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import sys
 
 from instdiv.errors import ConfigError
 
 
-def _discover(package: str, attribute: str) -> dict:
+def modules(package: str):
+    """Every module of the package, on its own path and on sys.path."""
     pkg = importlib.import_module(package)
-    pkg.__path__ = pkgutil.extend_path(list(pkg.__path__), package)  # directories added to sys.path since
-    found = {}
+    for entry in sys.path:  # looked up on every call: directories may join sys.path later
+        folder = os.path.join(entry or os.getcwd(), *package.split("."))
+        if os.path.isdir(folder) and os.path.realpath(folder) not in map(os.path.realpath, pkg.__path__):
+            pkg.__path__.append(folder)
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{package}.{info.name}")
+        if not info.name.startswith("_"):
+            yield importlib.import_module(f"{package}.{info.name}")
+
+
+def _discover(package: str, attribute: str) -> dict:
+    found = {}
+    for module in modules(package):
         obj = getattr(module, attribute, None)
         if obj is not None:
             key = obj.name if attribute == "TASK" else obj.kind
@@ -37,6 +46,11 @@ def tasks() -> dict:
 def families() -> dict:
     """kind -> ModelFamily, for every model family."""
     return _discover("instdiv.models", "FAMILY")
+
+
+def commands() -> list:
+    """The functions that register a task's own CLI commands: `register_commands(app)` in its module."""
+    return [m.register_commands for m in modules("instdiv.tasks") if hasattr(m, "register_commands")]
 
 
 def task(name: str, key: str = "--task"):

@@ -86,8 +86,8 @@ class Task:
         """(prompt width, block size) in tokens: the longest prompt, and the longest prompt + response + EOS
         - 1. By default read off the data; a task with a fixed shape derives it from its settings."""
         rows = [self.examples(t) for t in tables.values()]
-        width = max(max(tokenizer.lengths(r.prompts)) for r in rows if r.prompts)
-        longest = max(max(tokenizer.lengths(r.targets)) for r in rows if r.targets)
+        width = int(max(tokenizer.lengths(r.prompts).max() for r in rows if r.prompts))
+        longest = int(max(tokenizer.lengths(r.targets).max() for r in rows if r.targets))
         return width, width + longest
 
     # ------------------------------------------------------------------------------------- scoring
@@ -137,6 +137,3 @@ class Task:
     def point_columns(self, params: Params, axes: list[str]) -> dict:
         """More columns for an experiment's point (e.g. the effective number of rules under skew)."""
         return {}
-
-    def commands(self, app) -> None:
-        """Register the task's own CLI commands (its DVC stages beyond generate, train and evaluate)."""

@@ -20,6 +20,7 @@ from instdiv.engine import stages, tracking
 from instdiv.engine.training import device
 from instdiv.tasks.code import loaders, mix, programs
 from instdiv.tasks.code.report import EVALS_DIR
+from instdiv.tasks.code.task import TASK, training_params
 
 MODELS_DIR = Path("models/code")
 
@@ -32,17 +33,8 @@ def read_mix(percent: int) -> pa.Table:
     return datafiles.read(f"general-{percent}", mix.DATA_DIR, None, mix.SCHEMA.names, f"dvc repro mix@{percent}")
 
 
-def training_params(params, epochs: float | None = None):
-    """`train` with the code model's budget (code_model.epochs, or `epochs`) and batch size."""
-    cm = params.code_model
-    return params.replace(train=params.train.replace(epochs=epochs or cm.epochs, max_steps=None,
-                                                     batch_size=cm.batch_size))
-
-
 def train(params, percent: int) -> dict:
     """The `code_train@<percent>` stage: models/code/general-<percent>.pt and its MLflow run."""
-    from instdiv.tasks.code import TASK
-
     table, valid = read_mix(percent), programs.read_split("valid")
     manifest = datafiles.read_manifest(programs.DATA_DIR, "dvc repro code_data")
     digests = {"train": datafiles.sha256(mix.DATA_DIR / f"general-{percent}.parquet"),
@@ -58,8 +50,6 @@ def train(params, percent: int) -> dict:
 
 def evaluate(params, percent: int) -> dict:
     """pass@1 on the held-out synthetic programs (and the benchmarks); reports/code/evals/general-<percent>.*"""
-    from instdiv.tasks.code import TASK
-
     cm, dev = params.code_model, device()
     path = model_path(percent)
     network, extras = models.load(path, dev, f"dvc repro code_train@{percent}")

@@ -1,0 +1,155 @@
+"""The code task: how its rows become prompts and responses, how a model's programs are scored (run in the
+sandbox against hidden tests: pass@1), and how a sweep point becomes programs and a mix."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from instdiv.engine import decoding
+from instdiv.engine.task import Examples, Task
+from instdiv.engine.text import ByteTokenizer
+from instdiv.errors import ConfigError
+from instdiv.tasks.code import mix, programs, sandbox
+from instdiv.tasks.code.config import CodeConfig, CodeModelConfig, MixConfig
+
+RESPONSE = "\n### Response:\n"
+MAX_BLOCK = 4096  # bytes per row: beyond this a byte-level GPT on one machine is not what you want
+
+
+def text_prompt(instruction: str) -> str:
+    return instruction + RESPONSE
+
+
+def sandbox_limits(cm: CodeModelConfig) -> sandbox.Limits:
+    return sandbox.Limits(seconds=cm.timeout_seconds, memory_mb=cm.memory_mb)
+
+
+def score_programs(written: list[str], tests: list[str], limits: sandbox.Limits, workers: int | None):
+    """pass@1 (the share that passes its tests in the sandbox), parse rate and the count of each status."""
+    results = sandbox.run_many(list(zip(written, tests)), limits, workers)
+    statuses = pd.Series([r.status for r in results])
+    return {"pass_at_1": round(float(np.mean([r.passed for r in results])), 4) if results else float("nan"),
+            "parse_rate": round(float(np.mean([sandbox.parses(p) for p in written])), 4) if written
+            else float("nan"),
+            "programs": len(written), "statuses": statuses.value_counts().to_dict()}, results
+
+
+def training_params(params, epochs: float | None = None):
+    """`train` with the code model's budget (code_model.epochs, or `epochs`) and batch size."""
+    cm = params.code_model
+    return params.replace(train=params.train.replace(epochs=epochs or cm.epochs, max_steps=None,
+                                                     batch_size=cm.batch_size))
+
+
+class CodeTask(Task):
+    name = "code"
+    sections = {"code": CodeConfig, "mix": MixConfig, "code_model": CodeModelConfig}
+    count_axis = "n_programs"
+    count_label = "distinct training code programs I"
+    metrics = ("pass_at_1", "parse_rate")
+    metric_pattern = r"pass_at_1|parse_rate"
+    stage = "code_data"
+
+    def generate(self, params) -> dict[str, pa.Table]:
+        return programs.generate(params.code)
+
+    def check(self, params) -> None:
+        programs.check_feasible(params.code)
+
+    def write(self, tables, params, out_dir):
+        return programs.write(tables, params.code, out_dir)
+
+    def tokenizer(self, params):
+        return ByteTokenizer()
+
+    def examples(self, table: pa.Table) -> Examples:
+        """Mix rows (instruction, response) or program rows (instruction, target)."""
+        response = "response" if "response" in table.column_names else "target"
+        return Examples([text_prompt(i) for i in table.column("instruction").to_pylist()],
+                        table.column(response).to_pylist())
+
+    def validation(self, params, tables):
+        return {"unseen": tables["valid"]}
+
+    def shape(self, params, tables, tokenizer) -> tuple[int, int]:
+        """In bytes, over the training and validation rows: the longest prompt, and prompt + response."""
+        rows = [self.examples(self.training_table(params, tables)), self.examples(tables["valid"])]
+        width = max(max(tokenizer.lengths(r.prompts)) for r in rows)
+        block = width + max(max(tokenizer.lengths(r.targets)) for r in rows) + 1
+        if block > MAX_BLOCK:
+            raise ConfigError(f"code rows up to {block} bytes exceed {MAX_BLOCK}; filter the long ones out of "
+                              "mix.code_source / mix.general_source first")
+        return int(width), int(block)
+
+    def run_programs(self, model, tok, instructions, tests, params, width: int, device):
+        """Greedy programs for the instructions, run against their tests in the sandbox."""
+        written = decoding.complete(model, tok, [text_prompt(i) for i in instructions], width,
+                                    params.evaluate.batch_size, device)
+        metrics, results = score_programs(written, tests, sandbox_limits(params.code_model), params.code_model.workers)
+        return metrics, written, results
+
+    def score(self, model, tok, tables, params, width: int, device, n_samples: int = 0):
+        """pass@1 and parse rate on the held-out programs, the share of each sandbox status, and the first
+        `n_samples` programs: what was asked, expected and written, and how it ran."""
+        test = tables["test"].to_pydict()
+        metrics, written, results = self.run_programs(model, tok, test["instruction"], test["test"], params, width,
+                                                      device)
+        metrics.update({f"share_{k}": metrics["statuses"].get(k, 0) / metrics["programs"]
+                        for k in sandbox.STATUSES})
+        samples = pd.DataFrame({"structure": test["structure"], "instruction": test["instruction"],
+                                "expected": test["target"], "written": written,
+                                "status": [r.status for r in results]}).head(n_samples)
+        return metrics, samples
+
+    def headline(self, metrics: dict) -> str:
+        return f"pass@1 {metrics['pass_at_1']:.3f}, parses {metrics['parse_rate']:.3f} ({metrics['programs']} programs)"
+
+    def axis_types(self):
+        return {**{k: f.annotation for k, f in CodeConfig.model_fields.items()}, "general_percent": int}
+
+    def trial_params(self, params, point: dict):
+        """A code trial: `code` with n_programs (and the point's other code axes), `mix` with one general share,
+        the code model's training budget. The budget is fixed: unless examples_per_program is an axis, it is
+        spread evenly over the programs, so fewer programs means more examples of each; a general share then
+        replaces code rows, as in the mix stage, rather than drawing other ones."""
+        s, m = params.sweep, params.mix
+        changes = {k: v for k, v in point.items() if k != "seed"}
+        percent = changes.pop("general_percent", 0)
+        total = s.total_examples or m.total_examples
+        changes.setdefault("examples_per_program", max(1, math.ceil(total / changes["n_programs"])))
+        p = training_params(params, s.epochs)
+        return p.replace(code=params.code.replace(**changes), train=p.train.replace(seed=point["seed"]),
+                         mix=m.replace(total_examples=total, general_percents=[percent]))
+
+    def check_trial(self, params) -> None:
+        if params.mix.code_source is not None:
+            raise ConfigError(f"sweep.task=code varies the synthetic code programs, but mix.code_source="
+                              f"{params.mix.code_source}; set mix.code_source to null for the sweep")
+        programs.check_feasible(params.code)
+        n_code = mix.counts(params.mix, params.mix.general_percents[0])[1]
+        if params.code.n_programs * params.code.examples_per_program < n_code:
+            raise ConfigError(f"{params.code.n_programs} programs x code.examples_per_program="
+                              f"{params.code.examples_per_program} give fewer than the {n_code} code rows of the "
+                              "budget; raise examples_per_program or leave it out of sweep.axes (then the budget "
+                              "sets it)")
+
+    def trial_tables(self, params) -> dict[str, pa.Table]:
+        """Programs at the point, and the training set: the point's general share at the fixed budget (the
+        held-out programs are the same at every point: programs.generate draws them first)."""
+        tables = programs.generate(params.code)
+        train = mix.build(params.mix, params.mix.general_percents[0], programs.pairs(tables["train"]))
+        return {**tables, "train": train}
+
+    def write_trial(self, tables, params, out_dir):
+        """What a trial logs as its training data: the mix."""
+        from instdiv.engine import data as datafiles
+
+        about = {"code": params.code.model_dump(), "mix": params.mix.model_dump()}
+        return datafiles.write({"train": tables["train"]}, out_dir, task="mix", params=about)
+
+
+TASK = CodeTask()
