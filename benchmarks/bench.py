@@ -19,7 +19,7 @@ import torch
 from instdiv.config import TrainConfig
 from instdiv.engine import text
 from instdiv.engine.text import EvalSet
-from instdiv.engine.training import LitCausalLM, build_trainer
+from instdiv.engine.training import FitData, LitCausalLM, build_trainer
 from instdiv.models.gpt import GPT, GPTConfig
 from instdiv.tasks.rewrite import TASK
 from instdiv.tasks.rewrite import generator as rewrite
@@ -55,7 +55,8 @@ def _setup(d_model: int, n_layer: int = 4, batch: int = 64):
 
 def _lit(gpt: GPTConfig, tcfg: TrainConfig, steps: int) -> LitCausalLM:
     torch.manual_seed(0)
-    return LitCausalLM(GPT(gpt), tcfg, steps, tok, (), ())
+    no_validation = FitData(torch.utils.data.TensorDataset(), {}, 0, gpt.block_size)
+    return LitCausalLM(GPT(gpt), tcfg, steps, tok, no_validation)
 
 
 def _bare_loop(gpt: GPTConfig, loader, tcfg: TrainConfig, steps: int, precision: str) -> float:

@@ -154,6 +154,7 @@ def test_grid_sweep_with_nested_mlflow_runs(tiny, in_tmp):
     exp = client.get_experiment_by_name("tests")
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert len(children) == 6
+    assert client.get_run(parent).info.status == "FINISHED"  # the study's run ends with the sweep
     for run in children:
         trial = study.trials[int(run.data.tags["optuna.trial"])]
         assert run.data.params["rewrite.n_instructions"] == str(trial.params["n_instructions"])

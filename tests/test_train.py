@@ -40,7 +40,7 @@ def test_fast_dev_run_on_cpu(tiny_data):
     p = tiny_data
     tok, data = fit_inputs(p)
     train_loader, val_loaders = training.loaders(p.train, data, p.evaluate.batch_size)
-    lit = LitCausalLM(GPT.build(p.model, tok, data.block_size), p.train, 10, tok, tuple(data.val), data.groups)
+    lit = LitCausalLM(GPT.build(p.model, tok, data.block_size), p.train, 10, tok, data)
     trainer = training.build_trainer(p.train, "32-true", 10, fast_dev_run=True)
     trainer.fit(lit, train_loader, val_loaders)
     assert trainer.state.finished and trainer.global_step == 1

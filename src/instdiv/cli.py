@@ -23,7 +23,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Instruction diversity experiments: generate data, train, evaluate, sweep.")
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Parameter file (params.yaml).")]
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="A task under instdiv/tasks (its params section).")]
-PathOpt = Annotated[Path | None, typer.Option()]
 
 
 @app.callback()
@@ -85,8 +84,9 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), task: TaskOpt = "rewrite",
     from instdiv.engine import stages
 
     p, t = _load(params, task)
-    metrics = stages.evaluate(p, t, data or Path("data") / t.name, model or Path("models") / f"{t.name}.pt",
-                              report or Path("reports") / t.name, f"instdiv train --task {t.name}")
+    data, model = data or Path("data") / t.name, model or Path("models") / f"{t.name}.pt"
+    metrics = stages.evaluate(p, t, data, model, report or Path("reports") / t.name,
+                              f"instdiv train --task {t.name} --data {data} --model {model} (or dvc repro)")
     typer.echo(t.headline(metrics))
 
 

@@ -99,11 +99,10 @@ def params_from_dict(raw: dict[str, Any], source: str = "params") -> ParamsBase:
 def check_sweep(params: ParamsBase) -> None:
     """sweep.metric must be measured by sweep.task, and sweep.axes must name keys of that task."""
     import difflib
-    import re
 
     s = params.sweep
     task = params.task()
-    if not re.fullmatch(task.metric_pattern, s.metric):
+    if s.metric not in task.metrics:
         raise ConfigError(f"sweep.metric={s.metric} is not measured by task {s.task}; choose one of "
                           f"{', '.join(task.metrics)}")
     hints = task.axis_types()

@@ -8,6 +8,7 @@ Both packages extend over `sys.path`, so a task or family can also live outside 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pkgutil
@@ -19,23 +20,32 @@ from instdiv.errors import ConfigError
 def modules(package: str):
     """Every module of the package, on its own path and on sys.path."""
     pkg = importlib.import_module(package)
-    for entry in sys.path:  # looked up on every call: directories may join sys.path later
+    own = os.path.dirname(pkg.__file__)
+    found = [own]  # rebuilt on every call: directories join and leave sys.path
+    for entry in sys.path:
         folder = os.path.join(entry or os.getcwd(), *package.split("."))
-        if os.path.isdir(folder) and os.path.realpath(folder) not in map(os.path.realpath, pkg.__path__):
-            pkg.__path__.append(folder)
+        if os.path.isdir(folder) and os.path.realpath(folder) not in map(os.path.realpath, found):
+            found.append(folder)
+    pkg.__path__[:] = found
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             yield importlib.import_module(f"{package}.{info.name}")
 
 
 def _discover(package: str, attribute: str) -> dict:
+    return dict(_discovered(package, attribute, tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=None)
+def _discovered(package: str, attribute: str, path: tuple[str, ...]) -> tuple:
+    """Found once per sys.path: params are assembled and tasks looked up many times per sweep."""
     found = {}
     for module in modules(package):
         obj = getattr(module, attribute, None)
         if obj is not None:
             key = obj.name if attribute == "TASK" else obj.kind
             found[key] = obj
-    return found
+    return tuple(found.items())
 
 
 def tasks() -> dict:

@@ -14,7 +14,7 @@ import pyarrow as pa
 from instdiv import registry
 from instdiv.engine import model as models
 from instdiv.engine import tracking
-from instdiv.engine.training import device, fingerprint, fit, fit_data
+from instdiv.engine.training import choose_precision, device, fingerprint, fit, fit_data
 
 
 def generate(params, task, out_dir: Path) -> dict:
@@ -47,7 +47,8 @@ def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, st
     """
     tok = tokenizer(params, task)
     data = fit_data(task, tok, params, tables)
-    fp = fingerprint(params, registry.family(params.model.kind), digests["train"])
+    family = registry.family(params.model.kind)
+    fp = fingerprint(params, digests["train"])
     ckpt_dir = Path(params.train.checkpoint_dir) / fp
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     run_file = ckpt_dir / "run.json"
@@ -62,10 +63,11 @@ def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, st
     run_file.write_text(json.dumps({"run_id": run_id, "finished": False}) + "\n")
     if not resume:
         tracking.log_params(run_logger, {**params.dump(), **(extra_params or {}),
-                                         "train.total_steps": params.train.total_steps(len(data.train))})
+                                         "train.total_steps": params.train.total_steps(len(data.train)),
+                                         "train.precision_used": choose_precision(params.train, family, params.model)})
         tracking.log_datasets(run_id, tables, digests, sources, task.name)
 
-    network, family, info = fit(params, task, tok, data, run_logger, ckpt_dir, resume)
+    network, _, info = fit(params, task, tok, data, run_logger, ckpt_dir, resume)
     if network is None:
         return {}
     run_file.write_text(json.dumps({"run_id": run_id, "finished": True}) + "\n")
@@ -74,9 +76,7 @@ def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, st
             "fingerprint": fp, **info}
     model_path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     if curves_dir is not None:
-        kinds = ("accuracy", *(f"{g}_accuracy" for g in data.groups))
-        val = [f"{split}_{kind}" for split in data.val for kind in kinds]
-        tracking.write_curves(params.tracking, run_id, curves_dir, val)
+        tracking.write_curves(params.tracking, run_id, curves_dir, data.val_metrics())
     tracking.log_model(run_id, network, model_path)
     return info
 
@@ -89,11 +89,19 @@ def evaluate(params, task, data_dir: Path, model_path: Path, report_dir: Path, s
     network, extras = models.load(model_path, dev, stage)
     metrics, samples = task.score(network, tokenizer(params, task), tables, params, extras["prompt_width"], dev,
                                   params.evaluate.n_samples)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    files = [report_dir / "metrics.json", report_dir / "predictions.csv"]
-    files[0].write_text(json.dumps(metrics, indent=2) + "\n")
-    samples.to_csv(files[1], index=False)
+    record_evaluation(params, model_path, metrics, samples, report_dir / "metrics.json",
+                      report_dir / "predictions.csv")
+    return metrics
+
+
+def record_evaluation(params, model_path: Path, metrics: dict, samples, metrics_path: Path,
+                      samples_path: Path) -> None:
+    """Write the metrics and the sample predictions, and add both to the model's MLflow run (its info file
+    beside the model names the run)."""
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    samples.to_csv(samples_path, index=False)
     info = model_path.with_suffix(".json")
     if info.is_file():
-        tracking.log_evaluation(params.tracking, json.loads(info.read_text())["run_id"], metrics, files)
-    return metrics
+        tracking.log_evaluation(params.tracking, json.loads(info.read_text())["run_id"], metrics,
+                                [metrics_path, samples_path])

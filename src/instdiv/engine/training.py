@@ -46,6 +46,11 @@ class FitData:
     block_size: int
     groups: tuple[str, ...] = ()  # row groups scored on their own in validation
 
+    def val_metrics(self) -> list[str]:
+        """The validation metrics a run logs (as val/<name>): each split's accuracy, and each group's."""
+        kinds = ("accuracy", *(f"{g}_accuracy" for g in self.groups))
+        return [f"{split}_{kind}" for split in self.val for kind in kinds]
+
 
 def fit_data(task, tok: text.Tokenizer, params, tables: dict) -> FitData:
     """A task's training rows and validation splits as tensors, shaped by the task."""
@@ -64,12 +69,11 @@ class LitCausalLM(L.LightningModule):
     """A network plus what training needs: loss, schedule, and exact match on the validation sets."""
 
     def __init__(self, network: torch.nn.Module, tcfg: TrainConfig, total_steps: int, tok: text.Tokenizer,
-                 val_splits: tuple[str, ...], groups: tuple[str, ...]):
+                 data: FitData):
         super().__init__()
         self.network, self.tcfg, self.total_steps, self.tok = network, tcfg, total_steps, tok
-        self.val_splits, self.groups = tuple(val_splits), tuple(groups)
-        self.acc = torch.nn.ModuleDict({f"{split}_{kind}": MeanMetric() for split in self.val_splits
-                                        for kind in ("accuracy", *(f"{g}_accuracy" for g in groups))})
+        self.val_splits, self.groups = tuple(data.val), data.groups
+        self.acc = torch.nn.ModuleDict({name: MeanMetric() for name in data.val_metrics()})
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -115,7 +119,8 @@ class ProgressLine(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         m = trainer.callback_metrics
-        shown = [k for k in m if k.startswith("val/") and k.count("_") == 1] + [f"val/{self.monitor}"]
+        shown = [k for k in m if k.startswith("val/") and k.endswith("_accuracy")
+                 and not any(k.endswith(f"_{g}_accuracy") for g in pl_module.groups)] + [f"val/{self.monitor}"]
         scores = "  ".join(f"{k.removeprefix('val/').removesuffix('_accuracy').replace('_', '-')} {float(m[k]):.3f}"
                            for k in dict.fromkeys(shown) if k in m)
         loss = float(m["train/loss"]) if "train/loss" in m else float("nan")
@@ -132,7 +137,7 @@ def choose_precision(tcfg: TrainConfig, family, mcfg) -> str:
     return "bf16-mixed" if family.cpu_bf16(mcfg) else "32-true"
 
 
-def fingerprint(params, family, data_sha256: str) -> str:
+def fingerprint(params, data_sha256: str) -> str:
     """What determines a training run: the model, the training settings, the exact training data and the
     package's code."""
     package = Path(__file__).resolve().parents[1]
@@ -178,7 +183,7 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
     last = ckpt_dir / "last.ckpt"
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     network = family.build(params.model, tok, data.block_size)
-    lit = LitCausalLM(network, tcfg, total_steps, tok, tuple(data.val), data.groups)
+    lit = LitCausalLM(network, tcfg, total_steps, tok, data)
     monitor = f"val/{task.monitor}"
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                            enable_version_counter=False)

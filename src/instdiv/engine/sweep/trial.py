@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 
 from instdiv.engine import stages, tracking
-from instdiv.engine.sweep.study import axis_names, decode, encode, grid_points
+from instdiv.engine.sweep.study import axis_names, decode, encode, grid_points, storage_url
 from instdiv.engine.training import device, fit, fit_data
 from instdiv.errors import ConfigError
 
@@ -25,8 +25,6 @@ def trial_params(params, point: dict):
 
 def check(params) -> None:
     """Fail before any training when some point of the sweep is impossible."""
-    from instdiv.engine.sweep.study import storage_url
-
     s = params.sweep
     if s.workers > 1 and storage_url(params).startswith("sqlite"):
         raise ConfigError(f"sweep.workers={s.workers} with a SQLite storage: SQLite serves one process; set "
@@ -78,15 +76,12 @@ def objective(trial: optuna.Trial, params) -> float:
         data = fit_data(task, tok, p, tables)
         network, _, info = fit(p, task, tok, data, logger, tmp / "checkpoints", callbacks=callbacks, verbose=False)
         dev = device()
-        scores, samples = task.score(network.to(dev), tok, tables, p, data.width, dev, n_samples=40)
-        if len(samples):
-            samples.to_csv(tmp / "samples.csv", index=False)
-            logger.experiment.log_artifact(run_id, str(tmp / "samples.csv"), "evaluation")
+        scores, samples = task.score(network.to(dev), tok, tables, p, data.width, dev, p.evaluate.n_samples)
+        samples.to_csv(tmp / "samples.csv", index=False)
+        tracking.log_evaluation(params.tracking, run_id, scores, [tmp / "samples.csv"] if len(samples) else [])
     metrics = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    client = logger.experiment
-    client.set_tag(run_id, "data.train.sha256", digest)
+    logger.experiment.set_tag(run_id, "data.train.sha256", digest)
     for key, value in metrics.items():
-        client.log_metric(run_id, f"test/{key}", value)
         trial.set_user_attr(key, value)
     trial.set_user_attr("data_sha256", digest)
     trial.set_user_attr("fit_seconds", info["fit_seconds"])

@@ -9,14 +9,13 @@ structures never occur in training.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
 
 from instdiv.engine import data as datafiles
 from instdiv.engine import model as models
-from instdiv.engine import stages, tracking
+from instdiv.engine import stages
 from instdiv.engine.training import device
 from instdiv.tasks.code import loaders, mix, programs
 from instdiv.tasks.code.report import EVALS_DIR
@@ -55,18 +54,14 @@ def evaluate(params, percent: int) -> dict:
     network, extras = models.load(path, dev, f"dvc repro code_train@{percent}")
     tok = stages.tokenizer(params, TASK)
     tables = {"test": programs.read_split("test")}
-    metrics, samples = TASK.score(network, tok, tables, params, extras["prompt_width"], dev, 40)
+    metrics, samples = TASK.score(network, tok, tables, params, extras["prompt_width"], dev,
+                                  params.evaluate.n_samples)
     metrics = {"general_percent": percent, **{k: v for k, v in metrics.items() if not k.startswith("share_")}}
     for bench in cm.benchmarks:
         problems = loaders.load_benchmark(bench)
         asks = [f"Complete this Python function:\n{p['prompt']}" for p in problems]
         metrics[f"benchmark/{Path(bench).stem}"] = TASK.run_programs(
             network, tok, asks, [p["test"] for p in problems], params, extras["prompt_width"], dev)[0]
-    EVALS_DIR.mkdir(parents=True, exist_ok=True)
-    files = [EVALS_DIR / f"general-{percent}.json", EVALS_DIR / f"general-{percent}-samples.csv"]
-    files[0].write_text(json.dumps(metrics, indent=2) + "\n")
-    samples.to_csv(files[1], index=False)
-    info = path.with_suffix(".json")
-    if info.is_file():
-        tracking.log_evaluation(params.tracking, json.loads(info.read_text())["run_id"], metrics, files)
+    stages.record_evaluation(params, path, metrics, samples, EVALS_DIR / f"general-{percent}.json",
+                             EVALS_DIR / f"general-{percent}-samples.csv")
     return metrics

@@ -53,6 +53,7 @@ class CodeTask(Task):
     metrics = ("pass_at_1", "parse_rate")
     metric_pattern = r"pass_at_1|parse_rate"
     stage = "code_data"
+    columns = tuple(programs.SCHEMA.names)
 
     def generate(self, params) -> dict[str, pa.Table]:
         return programs.generate(params.code)

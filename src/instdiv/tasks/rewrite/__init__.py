@@ -22,7 +22,6 @@ class RewriteTask(Task):
     sections = {"rewrite": RewriteConfig}
     count_axis = "n_instructions"
     count_label = "distinct training instructions I"
-    budget_key = "total_examples"
     groups = ("op", "noop")
     # The headline: a model that memorised its rules still copies every unseen no-op input right, so unseen
     # accuracy floors at the no-op share, not at 0.

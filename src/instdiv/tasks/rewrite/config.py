@@ -37,7 +37,7 @@ class RewriteConfig(Section):
     n_test_examples: int = 2_000
     n_valid_examples: int = 512
     seed: int = 0
-    # Semantic families (paper Exp. 4; instdiv/families.py): null for unconstrained rules, or the families
+    # Semantic families (paper Exp. 4; instdiv/tasks/rewrite/families.py): null for unconstrained rules, or the families
     # rules are drawn from; a rule's pattern and replacement share one family and one k drawn from family_k.
     # Adds the test splits small_k (k below family_k) and unconstrained (ordinary random rules).
     families: list[str] | None = None
