@@ -38,7 +38,7 @@ ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 dashboard: setup
-	optuna-dashboard sqlite:///optuna.db --host 127.0.0.1 --port 8080
+	instdiv dashboard --port 8080
 
 clean-checkpoints:
 	rm -rf checkpoints

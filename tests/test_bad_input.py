@@ -126,3 +126,63 @@ def test_unreadable_parquet_is_named(tiny, in_tmp):
     (in_tmp / "data/rewrite/valid_seen.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(DataError, match="valid_seen.parquet is not a readable Parquet file"):
         datafiles.read("valid_seen", Path("data/rewrite"), None, (), "dvc repro generate")  # no SHA-256 check
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def fails_fast(args, cwd, env=None, seconds: float = 10):
+    """The command exits 2 within `seconds` with one line and no traceback, having built nothing."""
+    import os
+    import time
+
+    start = time.time()
+    out = subprocess.run([sys.executable, "-m", "instdiv", *args], cwd=cwd, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **(env or {})})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert time.time() - start < seconds and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (cwd / "models").exists() and not (cwd / "optuna.db").exists()
+    return out.stderr
+
+
+def test_absent_infrastructure_gets_one_line_within_seconds(tiny, in_tmp):
+    """A GPU, an Optuna storage or an MLflow server named in params (or the environment) that is not there."""
+    import torch
+
+    write_params(in_tmp / "params.yaml", tiny)
+    assert run_cli("generate", cwd=in_tmp).returncode == 0
+    dead = f"http://127.0.0.1:{closed_port()}"
+    err = fails_fast(["train"], in_tmp, {"MLFLOW_TRACKING_URI": dead})
+    assert f"MLFLOW_TRACKING_URI={dead}: the MLflow server did not answer" in err
+    tiny["tracking"]["uri"] = dead
+    write_params(in_tmp / "params.yaml", tiny)
+    assert f"tracking.uri={dead}" in fails_fast(["sweep"], in_tmp)
+    tiny["tracking"]["uri"] = "./mlruns"
+    write_params(in_tmp / "params.yaml", tiny)
+    assert "MLflow 3 refuses a file store" in fails_fast(["evaluate"], in_tmp)
+    tiny["tracking"]["uri"] = None
+
+    tiny["sweep"]["storage"] = "mongodb://127.0.0.1/optuna"
+    write_params(in_tmp / "params.yaml", tiny)
+    assert "sweep.storage=mongodb://127.0.0.1/optuna: not a storage Optuna can open" in fails_fast(["sweep"], in_tmp)
+    tiny["sweep"]["storage"] = f"postgresql://postgres@127.0.0.1:{closed_port()}/optuna"
+    write_params(in_tmp / "params.yaml", tiny)
+    assert "the database did not answer" in fails_fast(["sweep"], in_tmp)
+    tiny["sweep"]["storage"] = "journal:no/such/folder/optuna.journal"
+    write_params(in_tmp / "params.yaml", tiny)
+    assert "does not exist" in fails_fast(["sweep"], in_tmp)
+    tiny["sweep"]["storage"] = None
+
+    if not torch.cuda.is_available():
+        tiny["train"]["accelerator"] = "gpu"
+        write_params(in_tmp / "params.yaml", tiny)
+        assert "train.accelerator=gpu: no CUDA GPU is visible" in fails_fast(["train"], in_tmp)
+    tiny["train"]["accelerator"] = "gpus"
+    write_params(in_tmp / "params.yaml", tiny)
+    assert "train.accelerator=gpus: unknown" in fails_fast(["train"], in_tmp)

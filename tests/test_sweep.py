@@ -198,6 +198,15 @@ def test_threshold_mode_spends_its_runs_near_the_crossing(tiny, in_tmp, monkeypa
     assert near >= 4  # most runs where the curve crosses, not spread evenly over 16-1024
     result = run_estimate(path)
     assert result["threshold_instructions"] == pytest.approx(150, rel=0.05)  # 0.45 = half the 0.9 plateau
+    # the estimate is on the study's MLflow run, which the finished sweep closed
+    study_run = optuna.load_study(study_name=sweep.study_name(load_params(path)),
+                                  storage=f"sqlite:///{in_tmp}/optuna.db").user_attrs["mlflow_parent_run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{in_tmp}/mlruns/mlflow.db")
+    run = client.get_run(study_run)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["estimate/threshold_instructions"] == pytest.approx(result["threshold_instructions"])
+    assert {a.path for a in client.list_artifacts(study_run, "estimate")} == {"estimate/threshold.json",
+                                                                               "estimate/phase_diagram.png"}
 
     # optuna-dashboard serves the study from the same storage, on loopback
     port = free_port()

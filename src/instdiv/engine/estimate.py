@@ -103,7 +103,24 @@ def run(params, trials_path: Path, out_dir: Path, threshold_path: Path) -> dict:
         pd.DataFrame({x: grid.round(1), "fit": fitted.round(4)}).to_csv(out_dir / "fit.csv", index=False)
     phase_diagram(done, est, cfg.metric, x, task.count_label, task.seen_metric, out_dir / "phase_diagram.png")
     heatmap(done, cfg.metric, list(cfg.axes), x, task.count_label, out_dir / "heatmap.png")
+    _log_to_study_run(params, est, [threshold_path, out_dir / "phase_diagram.png"])
     return est
+
+
+def _log_to_study_run(params, est: dict, files: list[Path]) -> None:
+    """The threshold, its interval and the figure on the study's MLflow run, beside its nested trial runs."""
+    from instdiv.engine import tracking
+    from instdiv.engine.sweep.study import parent_run
+
+    run_id = parent_run(params)
+    if run_id is None:
+        return
+    scores = {k: est[k] for k in ("threshold_instructions", "ci_low", "ci_high") if math.isfinite(est[k])}
+    client = tracking.client(params.tracking)
+    for key, value in scores.items():
+        client.log_metric(run_id, f"estimate/{key}", value)
+    for path in files:
+        client.log_artifact(run_id, str(path), "estimate")
 
 
 def headline(est: dict) -> str:

@@ -14,7 +14,14 @@ import pyarrow as pa
 from instdiv import registry
 from instdiv.engine import model as models
 from instdiv.engine import tracking
-from instdiv.engine.training import choose_precision, device, fingerprint, fit, fit_data
+from instdiv.engine.training import check_device, choose_precision, device, fingerprint, fit, fit_data
+
+
+def check_infrastructure(params, training: bool = True) -> None:
+    """The tracking store and the device params name, checked in seconds before any data is read or built."""
+    tracking.check(params.tracking)
+    if training:
+        check_device(params.train)
 
 
 def generate(params, task, out_dir: Path) -> dict:
@@ -28,6 +35,7 @@ def tokenizer(params, task):
 
 def train(params, task, data_dir: Path, model_path: Path, curves_dir: Path | None) -> dict:
     """Train on the task's data in `data_dir`; write the model, its info and the training curves."""
+    check_infrastructure(params)
     tables, manifest = task.read(data_dir)
     digests = {k: v["sha256"] for k, v in manifest["files"].items()}
     tags = {k: str(v) for k, v in manifest.items() if k not in ("task", "params", "files")}
@@ -84,6 +92,7 @@ def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, st
 def evaluate(params, task, data_dir: Path, model_path: Path, report_dir: Path, stage: str) -> dict:
     """Score the model on the task's test splits; write metrics.json and predictions.csv to `report_dir` and
     add both to the model's MLflow run."""
+    check_infrastructure(params, training=False)
     tables, _ = task.read(data_dir, tests_only=True)
     dev = device()
     network, extras = models.load(model_path, dev, stage)

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from instdiv.config import TrackingConfig
+from instdiv.errors import ConfigError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -32,6 +33,33 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     db = repo_root() / "mlruns" / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
+
+
+def check(cfg: TrackingConfig, seconds: float = 5.0) -> None:
+    """Fail in seconds, with one line, when the tracking store named in params or the environment cannot be
+    used: a server that does not answer (MLflow's own HTTP retries would hang for minutes), a file store
+    (MLflow 3 refuses it), or a SQLite file whose folder is missing."""
+    import urllib.error
+    import urllib.request
+
+    uri = tracking_uri(cfg)
+    key = f"tracking.uri={uri}" if cfg.uri else f"MLFLOW_TRACKING_URI={uri}"
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=seconds):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered (a proxy or an older server without /health): MLflow will say more
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"{key}: the MLflow server did not answer within {seconds:.0f} s ({reason}); start "
+                              "it (mlflow server ...), or unset it to track in the local SQLite store") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise ConfigError(f"{key}: the folder {folder} does not exist; create it or fix the URI")
+    elif uri.startswith("file:") or ("://" not in uri and ("/" in uri or uri.startswith("."))):
+        raise ConfigError(f"{key}: MLflow 3 refuses a file store; use sqlite:///<path>/mlflow.db or a server URL")
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:

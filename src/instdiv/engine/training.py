@@ -25,6 +25,7 @@ from torchmetrics import MeanMetric
 from instdiv.config import TrainConfig
 from instdiv.engine import text
 from instdiv.engine.decoding import exact_match
+from instdiv.errors import ConfigError
 
 log = logging.getLogger(__name__)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # our ProgressLine says what matters
@@ -126,6 +127,24 @@ class ProgressLine(Callback):
         loss = float(m["train/loss"]) if "train/loss" in m else float("nan")
         print(f"step {trainer.global_step:>6}/{self.total}  loss {loss:.4f}  {scores}  "
               f"[{time.time() - self.start:.0f}s]", flush=True)
+
+
+def check_device(tcfg: TrainConfig) -> None:
+    """Fail with one line, before any data is built, when train asks for a device this machine lacks."""
+    acc = str(tcfg.accelerator).lower()
+    known = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+    if acc not in known:
+        raise ConfigError(f"train.accelerator={tcfg.accelerator}: unknown; use one of {', '.join(known)}")
+    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.accelerator={tcfg.accelerator}: no CUDA GPU is visible on this machine "
+                          "(torch.cuda.is_available() is False); set train.accelerator: auto (a GPU where there is "
+                          "one) or cpu")
+    if acc == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.accelerator=mps: no Apple GPU here; set train.accelerator: auto or cpu")
+    gpus = torch.cuda.device_count() if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available() else 0
+    if gpus and isinstance(tcfg.devices, int) and tcfg.devices > gpus:
+        raise ConfigError(f"train.devices={tcfg.devices}: this machine has {gpus} GPU(s); lower train.devices "
+                          "or use auto")
 
 
 def choose_precision(tcfg: TrainConfig, family, mcfg) -> str:

@@ -78,6 +78,36 @@ def grid_points(params) -> list[dict]:
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
+def check_storage(params, seconds: int = 5) -> None:
+    """Fail in seconds, with one line, when sweep.storage cannot be used: an unknown scheme, a server that
+    does not answer, a folder that does not exist. (A SQLite file is not created here.)"""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    url = storage_url(params)
+    key = f"sweep.storage={url}" if params.sweep.storage else f"the default storage {url}"
+    if url.startswith("journal:") or url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("journal:").removeprefix("sqlite:///"))
+        folder = (path if path.is_absolute() else tracking.repo_root() / path).parent
+        if not folder.is_dir():
+            raise ConfigError(f"{key}: the folder {folder} does not exist; create it or fix sweep.storage")
+        return
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": seconds})
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"{key}: not a storage Optuna can open ({exc}); use sqlite:///FILE, journal:FILE (one "
+                          "host) or postgresql://USER@HOST/DB (several machines)") from None
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.DBAPIError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+        raise ConfigError(f"{key}: the database did not answer within {seconds} s ({first}); start it or fix "
+                          "sweep.storage") from None
+    finally:
+        engine.dispose()
+
+
 def open_storage(params):
     url, s = storage_url(params), params.sweep
     if url.startswith("journal:"):
@@ -131,6 +161,20 @@ def open_study(params) -> optuna.Study:
             study.enqueue_trial(point)
     study.set_user_attr("ready", True)
     return study
+
+
+def parent_run(params) -> str | None:
+    """The MLflow run of the sweep's study, if the study exists in sweep.storage (never creates one)."""
+    url = storage_url(params)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    if url.startswith("journal:") and not (tracking.repo_root() / url.removeprefix("journal:")).is_file():
+        return None
+    try:
+        study = optuna.load_study(study_name=study_name(params), storage=open_storage(params))
+    except KeyError:
+        return None
+    return study.user_attrs.get("mlflow_parent_run_id")
 
 
 def trials_frame(study: optuna.Study, axes: list[str]) -> pd.DataFrame:

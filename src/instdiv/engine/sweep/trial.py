@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 
 from instdiv.engine import stages, tracking
-from instdiv.engine.sweep.study import axis_names, decode, encode, grid_points, storage_url
+from instdiv.engine.sweep.study import axis_names, check_storage, decode, encode, grid_points, storage_url
 from instdiv.engine.training import device, fit, fit_data
 from instdiv.errors import ConfigError
 
@@ -26,6 +26,8 @@ def trial_params(params, point: dict):
 def check(params) -> None:
     """Fail before any training when some point of the sweep is impossible."""
     s = params.sweep
+    stages.check_infrastructure(params)
+    check_storage(params)
     if s.workers > 1 and storage_url(params).startswith("sqlite"):
         raise ConfigError(f"sweep.workers={s.workers} with a SQLite storage: SQLite serves one process; set "
                           "sweep.storage to journal:optuna.journal (one host) or a postgresql:// URL")

@@ -34,6 +34,7 @@ def read_mix(percent: int) -> pa.Table:
 
 def train(params, percent: int) -> dict:
     """The `code_train@<percent>` stage: models/code/general-<percent>.pt and its MLflow run."""
+    stages.check_infrastructure(params)
     table, valid = read_mix(percent), programs.read_split("valid")
     manifest = datafiles.read_manifest(programs.DATA_DIR, "dvc repro code_data")
     digests = {"train": datafiles.sha256(mix.DATA_DIR / f"general-{percent}.parquet"),
@@ -49,6 +50,7 @@ def train(params, percent: int) -> dict:
 
 def evaluate(params, percent: int) -> dict:
     """pass@1 on the held-out synthetic programs (and the benchmarks); reports/code/evals/general-<percent>.*"""
+    stages.check_infrastructure(params, training=False)
     cm, dev = params.code_model, device()
     path = model_path(percent)
     network, extras = models.load(path, dev, f"dvc repro code_train@{percent}")
