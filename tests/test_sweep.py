@@ -371,3 +371,84 @@ def test_pruning_callback_reports_to_the_trial(tiny, in_tmp):
     # of 20 batches an epoch span epochs 0 and 1
     assert all(sorted(t.intermediate_values) == [0, 1] for t in study.trials)
     assert set(frame["state"]) <= {"COMPLETE", "PRUNED"}
+
+
+class PruneBelow(optuna.pruners.BasePruner):
+    """Prunes every trial whose instruction count is below a bound, at its first report: deterministic."""
+
+    def __init__(self, bound: int):
+        self.bound = bound
+
+    def prune(self, study, trial) -> bool:
+        return trial.params["n_instructions"] < self.bound
+
+
+def test_a_pruned_grid_finishes_and_is_not_retried(tiny, in_tmp, monkeypatch):
+    """Real training with Lightning's pruning callback and a pruner that prunes: the pruned points are results."""
+    from instdiv.engine.sweep import study as studies
+
+    monkeypatch.setattr(studies, "pruner", lambda params: PruneBelow(10))
+    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], pruning=True)
+    path = write_params(in_tmp / "params.yaml", tiny)
+    frame = run_sweep(path)
+    states = dict(zip(frame["n_instructions"], frame["state"]))
+    assert states == {4: "PRUNED", 8: "PRUNED", 16: "COMPLETE"}
+    assert frame.loc[frame["state"] == "PRUNED", "last_validation"].between(0, 1).all()
+    assert len(run_sweep(path)) == 3  # run again: finished, nothing retried
+
+
+def test_a_pruned_threshold_search_never_proposes_the_same_point_again(tiny, in_tmp, monkeypatch):
+    from instdiv.engine.sweep import study as studies
+
+    def reporting(trial, params):  # the known curve, reported to the pruner as the callback would
+        i = trial.suggest_int("n_instructions", 16, 1024, log=True)
+        trial.suggest_categorical("seed", params.sweep.seeds)
+        acc = 0.9 / (1 + math.exp(-4 * (math.log(i) - math.log(150.0))))
+        trial.report(acc, step=0)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+        trial.set_user_attr("unseen_op_accuracy", acc)
+        return acc
+
+    monkeypatch.setattr(workers, "objective", reporting)
+    monkeypatch.setattr(studies, "pruner", lambda params: PruneBelow(30))
+    tiny["sweep"].update(instructions=[16, 1024], max_trials=7, target=0.45, bootstrap=100, total_examples=2048,
+                         pruning=True)
+    frame = run_sweep(write_params(in_tmp / "params.yaml", tiny))
+    assert frame["n_instructions"].is_unique and len(frame) <= 7  # the pruned I=16 was not proposed again
+    assert frame.loc[frame["n_instructions"] < 30, "state"].eq("PRUNED").all()
+    assert (frame["state"] == "COMPLETE").sum() >= 3
+
+
+def test_a_killed_journal_worker_has_its_trial_failed_and_retried(tiny, in_tmp):
+    """Several workers on one host share a journal file (no heartbeats): the command that started them sees
+    one die and fails and retries its trial, so the grid still finishes."""
+    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], storage="journal:optuna.journal", workers=2)
+    tiny["train"].update(max_steps=60)  # long enough to be killed mid-trial
+    path = write_params(in_tmp / "params.yaml", tiny)
+    proc = subprocess.Popen([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    name = sweep.study_name(load_params(path))
+    killed, deadline = None, time.time() + 300
+    while killed is None and time.time() < deadline and proc.poll() is None:
+        try:
+            storage = optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(str(in_tmp / "optuna.journal")))
+            running = optuna.load_study(study_name=name, storage=storage).get_trials(
+                states=(optuna.trial.TrialState.RUNNING,))
+        except (KeyError, FileNotFoundError):
+            running = []
+        for t in running:
+            if "worker" in t.user_attrs:
+                os.kill(int(t.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)  # a worker, not the command
+                killed = t.number
+                break
+        time.sleep(0.2)
+    assert killed is not None, "no trial was ever seen running"
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    frame = pd.read_csv(in_tmp / "reports/sweep/trials.csv")
+    assert completed_points(frame) == [(4, 0), (8, 0), (16, 0)]  # every point once, none lost
+    assert frame.loc[frame["number"] == killed, "state"].item() == "FAIL"
+    assert frame.loc[frame["retry_of"] == killed, "state"].tolist() == ["COMPLETE"]
+    assert "its trials" in err and "are retried" in err

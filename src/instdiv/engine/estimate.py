@@ -101,7 +101,9 @@ def run(params, trials_path: Path, out_dir: Path, threshold_path: Path) -> dict:
         f = est["fit"]
         fitted = logistic(np.log(grid), f["plateau"], f["steepness"], f["midpoint_log_i"])
         pd.DataFrame({x: grid.round(1), "fit": fitted.round(4)}).to_csv(out_dir / "fit.csv", index=False)
-    phase_diagram(done, est, cfg.metric, x, task.count_label, task.seen_metric, out_dir / "phase_diagram.png")
+    pruned = trials[trials["state"] == "PRUNED"] if "state" in trials else trials.iloc[:0]
+    phase_diagram(done, est, cfg.metric, x, task.count_label, task.seen_metric, out_dir / "phase_diagram.png",
+                  pruned)
     heatmap(done, cfg.metric, list(cfg.axes), x, task.count_label, out_dir / "heatmap.png")
     _log_to_study_run(params, est, [threshold_path, out_dir / "phase_diagram.png"])
     return est
@@ -136,7 +138,7 @@ def headline(est: dict) -> str:
 
 
 def phase_diagram(done: pd.DataFrame, est: dict, metric: str, x: str, x_label: str, seen: str | None,
-                  path: Path) -> None:
+                  path: Path, pruned: pd.DataFrame | None = None) -> None:
     """The metric against I on a log axis with the fit, the threshold and its interval; beside it the score
     on the training instructions (`seen`), which must be high for the rest to mean anything."""
     import matplotlib
@@ -150,6 +152,9 @@ def phase_diagram(done: pd.DataFrame, est: dict, metric: str, x: str, x_label: s
                    label=f"seen instructions ({seen})")
     ax.scatter(done[x], done[metric], color="tab:blue", zorder=3,
                label=f"unseen instructions ({metric})")
+    if pruned is not None and len(pruned) and "last_validation" in pruned:
+        ax.scatter(pruned[x], pruned["last_validation"], marker="x", color="tab:red", zorder=3,
+                   label="pruned trials (last validation score)")
     if est["fit"]:
         f = est["fit"]
         grid = np.geomspace(done[x].min(), done[x].max(), 200)

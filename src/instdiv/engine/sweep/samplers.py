@@ -41,7 +41,8 @@ def propose(measured: dict[int, float], pending: set[int], lo: int, hi: int, tar
 
 
 def points_so_far(study: optuna.Study, metric: str, axis: str, exclude: int | None = None) -> tuple[dict, set]:
-    """The mean metric per I over completed trials, and the I of trials still running or waiting."""
+    """The mean metric per I over finished trials (a pruned one counts with its last validation score: it is a
+    result, never proposed again), and the I of trials running or waiting."""
     values: dict[int, list[float]] = {}
     pending = set()
     for t in study.get_trials(deepcopy=False):
@@ -50,7 +51,9 @@ def points_so_far(study: optuna.Study, metric: str, axis: str, exclude: int | No
             continue
         if t.state == TrialState.COMPLETE and metric in t.user_attrs:
             values.setdefault(i, []).append(t.user_attrs[metric])
-        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+        elif t.state == TrialState.PRUNED and t.intermediate_values:  # its last validation score
+            values.setdefault(i, []).append(t.intermediate_values[max(t.intermediate_values)])
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED):
             pending.add(i)
     return {i: sum(v) / len(v) for i, v in values.items()}, pending
 

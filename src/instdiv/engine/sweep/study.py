@@ -132,6 +132,12 @@ def open_storage(params):
             time.sleep(1 + attempt)
 
 
+def pruner(params) -> optuna.pruners.BasePruner:
+    """sweep.pruning: stop a trial whose validation score lags the others' at the same epoch (a pruned
+    trial is a result: recorded as PRUNED, never retried or proposed again)."""
+    return optuna.pruners.MedianPruner() if params.sweep.pruning else optuna.pruners.NopPruner()
+
+
 def open_study(params) -> optuna.Study:
     """Create the study, or load it when it exists; its creator also creates the MLflow parent run and, in
     grid mode, enqueues every point, then marks the study ready for the other workers."""
@@ -141,9 +147,10 @@ def open_study(params) -> optuna.Study:
     sampler = ThresholdSampler(min(s.instructions), max(s.instructions), s.target, s.metric,
                                params.task().count_axis) if s.mode == "threshold" else GridQueueSampler()
     try:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize")
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner(params),
+                                    direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner(params))
         deadline = time.time() + _READY_TIMEOUT_S
         while "ready" not in study.user_attrs:
             if time.time() > deadline:
@@ -178,11 +185,14 @@ def parent_run(params) -> str | None:
 
 
 def trials_frame(study: optuna.Study, axes: list[str]) -> pd.DataFrame:
-    """One row per trial: state, axes, scores, the MLflow run; what the estimate stage reads."""
+    """One row per trial: state, axes, scores, the MLflow run; what the estimate stage reads. A pruned trial
+    shows its last validation score (`last_validation`)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = {"number": t.number, "state": t.state.name, **{a: t.params.get(a) for a in axes},
                "retry_of": t.system_attrs.get("failed_trial")}
+        if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values:
+            row["last_validation"] = t.intermediate_values[max(t.intermediate_values)]
         row.update({k: v for k, v in t.user_attrs.items()})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -46,15 +47,44 @@ def _remaining(study: optuna.Study, params) -> str:
         return "run"
     heartbeats = not storage_url(params).startswith("journal:")  # RDB storages send heartbeats
     if s.mode == "threshold":
-        complete, failed = states.count(TrialState.COMPLETE), states.count(TrialState.FAIL)
+        finished = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+        failed = states.count(TrialState.FAIL)
         measured, pending = points_so_far(study, s.metric, params.task().count_axis)
         lo, hi = min(s.instructions), max(s.instructions)
-        budget_left = complete + running < s.max_trials and failed < s.max_trials * (s.max_retries + 1)
+        budget_left = finished + running < s.max_trials and failed < s.max_trials * (s.max_retries + 1)
         if budget_left and propose(measured, pending, lo, hi, s.target) is not None:
             return "run"
     # A running trial may belong to a dead worker: with heartbeats it is failed and retried after the grace
     # period, so wait for it rather than finish with a hole in the sweep.
     return "wait" if running and heartbeats else "done"
+
+
+def fail_dead_workers(study: optuna.Study, max_retries: int, dead: set[str] | None = None) -> list[int]:
+    """Fail and retry the RUNNING trials of workers that died without a word (SIGKILL, a power cut): those in
+    `dead` ("host:pid"), and those of this host whose process is gone. A journal storage has no heartbeats,
+    so nothing else would ever end them. Returns the trial numbers failed."""
+    host = socket.gethostname()
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker", "")
+        name, _, pid = worker.rpartition(":")
+        gone = name == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+        if worker in (dead or set()) or gone:
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            retry(study, study._storage.get_trial(t._trial_id))
+            failed.append(t.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def retry_unfinished(study: optuna.Study, max_retries: int) -> None:
@@ -105,25 +135,20 @@ def run(params, out: Path) -> pd.DataFrame:
              storage_url(params).split("://")[0], dashboard_arg(params))
     # Created here once, so the workers below only load it; trials that failed without being retried (a
     # Ctrl-C, a crash of the whole command) are enqueued again first.
-    retry_unfinished(open_study(params), s.max_retries)
+    study = open_study(params)
+    fail_dead_workers(study, s.max_retries)  # a command killed earlier left them RUNNING
+    retry_unfinished(study, s.max_retries)
     if s.workers == 1:
         work(params)
     else:
-        threads = max(1, (os.cpu_count() or 1) // s.workers)
-        ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=work, args=(params.dump(), threads)) for _ in range(s.workers)]
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            proc.join()
-        if any(proc.exitcode for proc in procs):
-            raise RuntimeError(f"a sweep worker failed (exit codes {[p.exitcode for p in procs]})")
+        _run_workers(params, study)
     study = optuna.load_study(study_name=study_name(params), storage=open_storage(params))
     frame = trials_frame(study, axis_names(params))
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     complete = frame[frame["state"] == "COMPLETE"] if len(frame) else frame
-    if s.mode == "grid":
+    if s.mode == "grid":  # a pruned point is a result too
+        complete = frame[frame["state"].isin(["COMPLETE", "PRUNED"])] if len(frame) else frame
         missing = [p for p in grid_points(params)
                    if not ((complete[list(p)] == pd.Series(p)).all(axis=1)).any()]
         if missing:
@@ -133,6 +158,31 @@ def run(params, out: Path) -> pd.DataFrame:
         raise InstdivError(_why_stopped(complete, params))
     tracking.end_run(params.tracking, study.user_attrs["mlflow_parent_run_id"])
     return frame
+
+
+def _run_workers(params, study: optuna.Study) -> None:
+    """`sweep.workers` processes on this host; the trials of one that dies are failed and retried by the rest,
+    or by a new round of workers when none is left (at most sweep.max_retries rounds)."""
+    s = params.sweep
+    threads = max(1, (os.cpu_count() or 1) // s.workers)
+    ctx = multiprocessing.get_context("spawn")
+    host = socket.gethostname()
+    for _ in range(s.max_retries + 1):
+        procs = [ctx.Process(target=work, args=(params.dump(), threads)) for _ in range(s.workers)]
+        for proc in procs:
+            proc.start()
+        running = list(procs)
+        while running:
+            for proc in list(running):
+                proc.join(timeout=1)
+                if proc.exitcode is not None:
+                    running.remove(proc)
+                    if proc.exitcode:
+                        lost = fail_dead_workers(study, s.max_retries, {f"{host}:{proc.pid}"})
+                        log.warning("sweep worker %d ended with exit code %s; its trials %s are retried",
+                                    proc.pid, proc.exitcode, lost)
+        if _remaining(study, params) == "done":
+            return
 
 
 def _why_stopped(complete: pd.DataFrame, params) -> str:
