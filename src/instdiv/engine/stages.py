@@ -64,7 +64,7 @@ def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, st
     resume = (ckpt_dir / "last.ckpt").is_file() and "run_id" in state and not state.get("finished", False)
 
     run_logger = tracking.logger(params.tracking, run_name=run_name, run_id=state["run_id"] if resume else None,
-                                 experiment=experiment or params.tracking.experiment,
+                                 experiment=experiment or params.tracking.experiment, resumed=resume,
                                  tags={"git_commit": tracking.git_commit(), "task": task.name, "fingerprint": fp,
                                        **(tags or {}), **{f"data.{k}.sha256": v for k, v in digests.items()}})
     run_id = run_logger.run_id

@@ -97,17 +97,31 @@ def client(cfg: TrackingConfig):
 
 
 def logger(cfg: TrackingConfig, run_name: str | None = None, tags: dict | None = None, run_id: str | None = None,
-           experiment: str | None = None):
+           experiment: str | None = None, resumed: bool = False):
     """The Lightning logger of a training run: a new run in `experiment` (default tracking.experiment), or the
-    run `run_id` (a resumed or nested one)."""
+    run `run_id` (a nested one, or a `resumed` one: then the steps it logged before it was interrupted are
+    not logged again, so no step of a metric appears twice)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
     uri = tracking_uri(cfg)
     if run_id is not None and experiment is None:
         return MLFlowLogger(tracking_uri=uri, run_id=run_id)
     experiment = experiment or cfg.experiment
-    return MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run_id, run_name=run_name,
-                        artifact_location=artifact_location(uri, experiment), tags=tags)
+    kind = MLFlowLogger
+    if resumed:
+        c = client(cfg)
+        logged = {key: max(m.step for m in c.get_metric_history(run_id, key))
+                  for key in c.get_run(run_id).data.metrics}
+
+        class ResumedLogger(MLFlowLogger):
+            def log_metrics(self, metrics, step=None):
+                fresh = {k: v for k, v in metrics.items() if step is None or step > logged.get(k, -1)}
+                if fresh:
+                    super().log_metrics(fresh, step)
+
+        kind = ResumedLogger
+    return kind(experiment_name=experiment, tracking_uri=uri, run_id=run_id, run_name=run_name,
+                artifact_location=artifact_location(uri, experiment), tags=tags)
 
 
 def log_params(run_logger, values: dict) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import sys
 import time
 import warnings
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torchmetrics import MeanMetric
 
 from instdiv.config import TrainConfig
@@ -179,9 +181,76 @@ def build_trainer(tcfg: TrainConfig, precision: str, total_steps: int, logger=Fa
     return L.Trainer(**kwargs)
 
 
+class EpochOrder(Sampler):
+    """The shuffled order of `shuffle=True` with a seeded generator (the same indices, the same draws of the
+    generator), that can restart mid-epoch: it remembers the generator's state at the start of each epoch,
+    and `resume` replays that epoch's permutation from a given position."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.generator = n, torch.Generator().manual_seed(seed)
+        self.epoch_start = self.generator.get_state()
+        self._resume: tuple[torch.Tensor, int] | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        skip = 0
+        if self._resume is not None:
+            (state, skip), self._resume = self._resume, None
+            self.generator.set_state(state)
+        self.epoch_start = self.generator.get_state()
+        yield from torch.randperm(self.n, generator=self.generator).tolist()[skip:]
+        torch.randperm(self.n, generator=self.generator)  # RandomSampler draws (and drops) one more at the end
+
+    def resume(self, epoch_start: torch.Tensor, done: int) -> None:
+        """Continue the epoch that began at generator state `epoch_start` after its first `done` indices."""
+        if done >= self.n:  # the epoch had ended: start the next one
+            self.generator.set_state(epoch_start)
+            torch.randperm(self.n, generator=self.generator)
+            torch.randperm(self.n, generator=self.generator)
+            epoch_start, done = self.generator.get_state(), 0
+        self._resume = (epoch_start, done)
+
+
+class ResumePoint(Callback):
+    """What Lightning's checkpoint lacks for an exact resume: where in its epoch the data order was (batches
+    already trained on, not those prefetched) and the random generators' states."""
+
+    def __init__(self, order: EpochOrder, batch_size: int):
+        self.order, self.batch_size = order, batch_size
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["instdiv_resume"] = {  # tensors and plain values only: loadable with weights_only=True
+            "epoch_start": self.order.epoch_start, "samples_done": done * self.batch_size,
+            "torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        state = checkpoint.get("instdiv_resume")
+        if state is None:
+            return
+        self.order.resume(state["epoch_start"], state["samples_done"])
+        for cb in trainer.checkpoint_callbacks:  # Lightning restores its best scores but not the current one
+            saved = checkpoint.get("callbacks", {}).get(cb.state_key, {})
+            if saved.get("current_score") is not None:
+                cb.current_score = saved["current_score"]
+        torch.set_rng_state(state["torch"])
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def loaders(tcfg: TrainConfig, data: FitData, eval_batch: int) -> tuple[DataLoader, list[DataLoader]]:
-    gen = torch.Generator().manual_seed(tcfg.seed)
-    train_loader = DataLoader(data.train, batch_size=tcfg.batch_size, shuffle=True, drop_last=False, generator=gen)
+    order = EpochOrder(len(data.train), tcfg.seed)
+    # The loader draws its workers' base seed from the same generator, as with shuffle=True.
+    train_loader = DataLoader(data.train, batch_size=tcfg.batch_size, sampler=order, generator=order.generator,
+                              drop_last=False)
     return train_loader, [DataLoader(v, batch_size=eval_batch) for v in data.val.values()]
 
 
@@ -211,7 +280,8 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
     progress = [ProgressLine(total_steps, task.monitor)] if verbose else []
     precision = choose_precision(tcfg, family, params.model)
     trainer = build_trainer(tcfg, precision, total_steps, logger=logger,
-                            callbacks=[ckpt, latest, *progress, *callbacks])
+                            callbacks=[ckpt, latest, ResumePoint(train_loader.sampler, tcfg.batch_size), *progress,
+                                       *callbacks])
     if verbose:
         log.info("training %s parameters for %d steps on %s examples (%s, %s)%s", f"{network.num_params():,}",
                  total_steps, f"{len(train_loader.dataset):,}", trainer.precision,
