@@ -154,3 +154,32 @@ def test_training_is_deterministic(tiny_data):
     second, _, _ = training.fit(p, TASK, tok, data, logger=False, ckpt_dir=Path("checkpoints/b"), verbose=False)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_ddp_on_two_cpu_processes_records_once(tiny, in_tmp):
+    """train.devices: 2 with the ddp strategy (gloo on CPU): Lightning starts a second process running the
+    same command; one MLflow run, run.json and model come from rank 0, the step budget counts the global
+    batch, and validation scores the full sets."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import write_params
+
+    tiny["train"].update(devices=2, strategy="ddp", max_steps=None, epochs=1, val_every_steps=5)
+    write_params(in_tmp / "params.yaml", tiny)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for command in (["generate"], ["train"]):
+        out = subprocess.run([sys.executable, "-m", "instdiv", *command], cwd=in_tmp, env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads((in_tmp / "models/rewrite.json").read_text())
+    assert info["steps"] == info["total_steps"] == 10  # 640 rows, 32 per process, 2 processes: 10 steps an epoch
+    (ckpt_dir,) = (in_tmp / "checkpoints").iterdir()
+    assert json.loads((ckpt_dir / "run.json").read_text()) == {"run_id": info["run_id"], "finished": True}
+    client = mlflow.MlflowClient(f"sqlite:///{in_tmp}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert [r.info.run_id for r in runs] == [info["run_id"]] and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(info["run_id"], "val/unseen_op_accuracy")]
+    assert steps == sorted(set(steps)) and len(steps) == 2
+    assert torch.load(in_tmp / "models/rewrite.pt", weights_only=True)["state_dict"]

@@ -139,6 +139,8 @@ class TrainConfig(Section):
     # "auto" picks by measurement (benchmarks/README.md): bf16 on GPUs; on CPUs the model family decides.
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     accelerator: str = "auto"
+    # auto: one device. Several (an int > 1) train with Lightning's DDP, one process per device; sweeps and
+    # evaluation never do (a sweep puts one worker on each GPU instead).
     devices: int | str = "auto"
     strategy: str = "auto"
     grad_clip: Number = 1.0
@@ -158,10 +160,11 @@ class TrainConfig(Section):
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ConfigError("train.weight_decay and train.grad_clip must be >= 0")
 
-    def total_steps(self, n_train: int) -> int:
+    def total_steps(self, n_train: int, world_size: int = 1) -> int:
+        """Optimizer steps: max_steps, or epochs over the data at a global batch of batch_size per device."""
         if self.max_steps is not None:
             return self.max_steps
-        return max(1, math.ceil(self.epochs * n_train / self.batch_size))
+        return max(1, math.ceil(self.epochs * n_train / (self.batch_size * world_size)))
 
 
 class EvaluateConfig(Section):

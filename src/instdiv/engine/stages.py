@@ -14,7 +14,8 @@ import pyarrow as pa
 from instdiv import registry
 from instdiv.engine import model as models
 from instdiv.engine import tracking
-from instdiv.engine.training import check_device, choose_precision, device, fingerprint, fit, fit_data
+from instdiv.engine.training import (check_device, choose_precision, device, fingerprint, fit, fit_data, global_rank,
+                                     world_size)
 
 
 def check_infrastructure(params, training: bool = True) -> None:
@@ -63,6 +64,9 @@ def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, st
     state = json.loads(run_file.read_text()) if run_file.is_file() else {}
     resume = (ckpt_dir / "last.ckpt").is_file() and "run_id" in state and not state.get("finished", False)
 
+    if global_rank() != 0:  # another DDP rank: it trains, and rank 0 alone records and writes
+        fit(params, task, tok, data, False, ckpt_dir, resume, verbose=False)
+        return {}
     run_logger = tracking.logger(params.tracking, run_name=run_name, run_id=state["run_id"] if resume else None,
                                  experiment=experiment or params.tracking.experiment, resumed=resume,
                                  tags={"git_commit": tracking.git_commit(), "task": task.name, "fingerprint": fp,
@@ -70,8 +74,8 @@ def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, st
     run_id = run_logger.run_id
     run_file.write_text(json.dumps({"run_id": run_id, "finished": False}) + "\n")
     if not resume:
-        tracking.log_params(run_logger, {**params.dump(), **(extra_params or {}),
-                                         "train.total_steps": params.train.total_steps(len(data.train)),
+        total = params.train.total_steps(len(data.train), world_size(params.train))
+        tracking.log_params(run_logger, {**params.dump(), **(extra_params or {}), "train.total_steps": total,
                                          "train.precision_used": choose_precision(params.train, family, params.model)})
         tracking.log_datasets(run_id, tables, digests, sources, task.name)
 

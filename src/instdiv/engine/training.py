@@ -168,10 +168,28 @@ def fingerprint(params, data_sha256: str) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def world_size(tcfg: TrainConfig) -> int:
+    """Training processes: one unless train.devices asks for more (then DDP, one per device)."""
+    devices = tcfg.devices
+    if isinstance(devices, str):
+        devices = int(devices) if devices.isdigit() else len(devices.split(",")) if "," in devices else 1
+    return max(1, devices)
+
+
+def global_rank() -> int:
+    """This process's rank: 0 unless Lightning's DDP launched it as another rank."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank or 0
+
+
 def build_trainer(tcfg: TrainConfig, precision: str, total_steps: int, logger=False, callbacks=(),
                   **overrides) -> L.Trainer:
     kwargs = dict(
-        max_steps=total_steps, accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
+        max_steps=total_steps, accelerator=tcfg.accelerator, devices=world_size(tcfg), strategy=tcfg.strategy,
+        # Each rank takes its share of the training order itself (EpochOrder) and validates on the full sets:
+        # no DistributedSampler, so no padded duplicate rows in the scores and every rank in step.
+        use_distributed_sampler=False,
         precision=precision, gradient_clip_val=tcfg.grad_clip or None,
         val_check_interval=min(tcfg.val_every_steps, total_steps), check_val_every_n_epoch=None,
         log_every_n_steps=min(50, tcfg.val_every_steps), logger=logger, callbacks=list(callbacks),
@@ -186,13 +204,14 @@ class EpochOrder(Sampler):
     generator), that can restart mid-epoch: it remembers the generator's state at the start of each epoch,
     and `resume` replays that epoch's permutation from a given position."""
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
         self.n, self.generator = n, torch.Generator().manual_seed(seed)
+        self.rank, self.world = rank, world
         self.epoch_start = self.generator.get_state()
         self._resume: tuple[torch.Tensor, int] | None = None
 
     def __len__(self) -> int:
-        return self.n
+        return self.n if self.world == 1 else self.n // self.world
 
     def __iter__(self):
         skip = 0
@@ -200,12 +219,15 @@ class EpochOrder(Sampler):
             (state, skip), self._resume = self._resume, None
             self.generator.set_state(state)
         self.epoch_start = self.generator.get_state()
-        yield from torch.randperm(self.n, generator=self.generator).tolist()[skip:]
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        if self.world > 1:  # this rank's share, the same length on every rank (the remainder is left out)
+            order = order[self.rank::self.world][: len(self)]
+        yield from order[skip:]
         torch.randperm(self.n, generator=self.generator)  # RandomSampler draws (and drops) one more at the end
 
     def resume(self, epoch_start: torch.Tensor, done: int) -> None:
         """Continue the epoch that began at generator state `epoch_start` after its first `done` indices."""
-        if done >= self.n:  # the epoch had ended: start the next one
+        if done >= len(self):  # the epoch had ended: start the next one
             self.generator.set_state(epoch_start)
             torch.randperm(self.n, generator=self.generator)
             torch.randperm(self.n, generator=self.generator)
@@ -247,7 +269,7 @@ class ResumePoint(Callback):
 
 
 def loaders(tcfg: TrainConfig, data: FitData, eval_batch: int) -> tuple[DataLoader, list[DataLoader]]:
-    order = EpochOrder(len(data.train), tcfg.seed)
+    order = EpochOrder(len(data.train), tcfg.seed, global_rank(), world_size(tcfg))
     # The loader draws its workers' base seed from the same generator, as with shuffle=True.
     train_loader = DataLoader(data.train, batch_size=tcfg.batch_size, sampler=order, generator=order.generator,
                               drop_last=False)
@@ -267,7 +289,7 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
     family = registry.family(params.model.kind)
     tcfg = params.train
     train_loader, val_loaders = loaders(tcfg, data, params.evaluate.batch_size)
-    total_steps = tcfg.total_steps(len(train_loader.dataset))
+    total_steps = tcfg.total_steps(len(train_loader.dataset), world_size(tcfg))
     last = ckpt_dir / "last.ckpt"
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     network = family.build(params.model, tok, data.block_size)

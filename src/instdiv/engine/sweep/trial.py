@@ -20,7 +20,9 @@ from instdiv.errors import ConfigError
 def trial_params(params, point: dict):
     """The full settings of one trial: the task's sections with the point's axes substituted."""
     names = axis_names(params)
-    return params.task().trial_params(params, {k: decode(v) for k, v in point.items() if k in names})
+    p = params.task().trial_params(params, {k: decode(v) for k, v in point.items() if k in names})
+    # A trial trains on one device: several trials share a machine's GPUs instead (one worker each).
+    return p.replace(train=p.train.replace(devices=1, strategy="auto"))
 
 
 def check(params) -> None:

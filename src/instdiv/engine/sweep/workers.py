@@ -169,8 +169,17 @@ def _run_workers(params, study: optuna.Study) -> None:
     host = socket.gethostname()
     for _ in range(s.max_retries + 1):
         procs = [ctx.Process(target=work, args=(params.dump(), threads)) for _ in range(s.workers)]
-        for proc in procs:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = (visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]) \
+            if torch.cuda.is_available() else []
+        for i, proc in enumerate(procs):
+            if gpus:  # one GPU per worker, round robin (a spawned process takes the environment as it starts)
+                os.environ["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
             proc.start()
+        if gpus and visible is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        elif gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
         running = list(procs)
         while running:
             for proc in list(running):
