@@ -1,7 +1,7 @@
 """Kill the train stage with SIGKILL part-way, run it again, and compare with an uninterrupted run: every
 tensor of the model written and of the final training state, and every metric step in MLflow.
 
-    python scripts/kill_and_resume.py [--params params.yaml] [--kill-at 1400]
+    python scripts/kill_and_resume.py [--params params.yaml] [--kill-at 1400] [--delay 3]
 
 Both runs use the params given (checkpoints in their own folders, models under a temporary directory, the
 MLflow store of the repository); it takes two trainings' time (about 4 minutes at the default setting).
@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -24,7 +25,7 @@ import torch
 import yaml
 
 
-def train(params: Path, model: Path, kill_at: int | None = None) -> None:
+def train(params: Path, model: Path, kill_at: int | None = None, delay: float = 0.0) -> None:
     cmd = [sys.executable, "-m", "instdiv", "train", "--params", str(params), "--model", str(model), "--curves",
            str(model.parent / "curves")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -32,8 +33,9 @@ def train(params: Path, model: Path, kill_at: int | None = None) -> None:
         print(line, end="", flush=True)
         done = re.match(r"step\s+(\d+)/", line)
         if kill_at is not None and done and int(done.group(1)) >= kill_at:
+            time.sleep(delay)  # past the checkpoint of that step: some steps are trained and logged again
             os.kill(proc.pid, signal.SIGKILL)
-            print(f"-- killed with SIGKILL after step {done.group(1)}", flush=True)
+            print(f"-- killed with SIGKILL {delay} s after the checkpoint of step {done.group(1)}", flush=True)
             break
     proc.wait()
 
@@ -57,7 +59,8 @@ def history(client, run_id: str) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--kill-at", type=int, default=1400, help="kill after the progress line of this step")
+    ap.add_argument("--kill-at", type=int, default=1400, help="kill after the first checkpoint from this step on")
+    ap.add_argument("--delay", type=float, default=3.0, help="seconds between that checkpoint and the kill")
     args = ap.parse_args()
     base = yaml.safe_load(Path(args.params).read_text())
     with tempfile.TemporaryDirectory(prefix="instdiv-resume-") as tmp:
@@ -70,7 +73,7 @@ def main():
             params.write_text(yaml.safe_dump(base))
             model = tmp / name / "model.pt"
             if name == "killed":
-                train(params, model, args.kill_at)
+                train(params, model, args.kill_at, args.delay)
                 assert not model.exists(), "the run finished before it was killed: lower --kill-at"
             train(params, model)
             runs[name] = (model, json.loads(model.with_suffix(".json").read_text())["run_id"],
