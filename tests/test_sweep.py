@@ -452,3 +452,23 @@ def test_a_killed_journal_worker_has_its_trial_failed_and_retried(tiny, in_tmp):
     assert frame.loc[frame["number"] == killed, "state"].item() == "FAIL"
     assert frame.loc[frame["retry_of"] == killed, "state"].tolist() == ["COMPLETE"]
     assert "its trials" in err and "are retried" in err
+
+
+def test_the_dashboard_serves_the_storage_params_name(tiny, in_tmp, monkeypatch):
+    """`instdiv dashboard` (and so `make dashboard`) opens sweep.storage, here a journal file, not optuna.db."""
+    monkeypatch.setattr(workers, "objective", synthetic(150.0))
+    tiny["sweep"].update(instructions=[16, 1024], max_trials=3, target=0.45, total_examples=2048,
+                         storage="journal:studies/optuna.journal")
+    (in_tmp / "studies").mkdir()
+    path = write_params(in_tmp / "params.yaml", tiny)
+    run_sweep(path)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "instdiv", "dashboard", "--port", str(port)], cwd=in_tmp,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        (study,) = json.loads(wait_for(f"http://127.0.0.1:{port}/api/studies"))["study_summaries"]
+        assert study["study_name"] == sweep.study_name(load_params(path))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert not (in_tmp / "optuna.db").exists()
