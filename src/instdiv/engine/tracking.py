@@ -35,7 +35,7 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return f"sqlite:///{db}"
 
 
-def check(cfg: TrackingConfig, seconds: float = 5.0) -> None:
+def check(cfg: TrackingConfig, seconds: float = 3.0) -> None:
     """Fail in seconds, with one line, when the tracking store named in params or the environment cannot be
     used: a server that does not answer (MLflow's own HTTP retries would hang for minutes), a file store
     (MLflow 3 refuses it), or a SQLite file whose folder is missing."""

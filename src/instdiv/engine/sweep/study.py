@@ -78,7 +78,7 @@ def grid_points(params) -> list[dict]:
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
-def check_storage(params, seconds: int = 5) -> None:
+def check_storage(params, seconds: int = 3) -> None:
     """Fail in seconds, with one line, when sweep.storage cannot be used: an unknown scheme, a server that
     does not answer, a folder that does not exist. (A SQLite file is not created here.)"""
     import sqlalchemy
