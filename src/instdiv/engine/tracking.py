@@ -39,6 +39,7 @@ def check(cfg: TrackingConfig, seconds: float = 3.0) -> None:
     """Fail in seconds, with one line, when the tracking store named in params or the environment cannot be
     used: a server that does not answer (MLflow's own HTTP retries would hang for minutes), a file store
     (MLflow 3 refuses it), or a SQLite file whose folder is missing."""
+    import ssl
     import urllib.error
     import urllib.request
 
@@ -52,6 +53,8 @@ def check(cfg: TrackingConfig, seconds: float = 3.0) -> None:
             return  # it answered (a proxy or an older server without /health): MLflow will say more
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLError):
+                return  # it answered; its certificate is MLflow's business (MLFLOW_TRACKING_INSECURE_TLS ...)
             raise ConfigError(f"{key}: the MLflow server did not answer within {seconds:.0f} s ({reason}); start "
                               "it (mlflow server ...), or unset it to track in the local SQLite store") from None
     elif uri.startswith("sqlite:///"):

@@ -173,6 +173,8 @@ def world_size(tcfg: TrainConfig) -> int:
     devices = tcfg.devices
     if isinstance(devices, str):
         devices = int(devices) if devices.isdigit() else len(devices.split(",")) if "," in devices else 1
+    if devices == -1:  # Lightning's "every GPU"
+        devices = torch.cuda.device_count() if torch.cuda.is_available() else 1
     return max(1, devices)
 
 
@@ -222,16 +224,17 @@ class EpochOrder(Sampler):
         order = torch.randperm(self.n, generator=self.generator).tolist()
         if self.world > 1:  # this rank's share, the same length on every rank (the remainder is left out)
             order = order[self.rank::self.world][: len(self)]
+        if skip >= len(order):
+            return  # an epoch resumed at its end: the run it continues never asked past it
         yield from order[skip:]
-        torch.randperm(self.n, generator=self.generator)  # RandomSampler draws (and drops) one more at the end
+        # Asked past the end (a plain loop; Lightning stops at the loader's length), RandomSampler draws and
+        # drops one more permutation.
+        torch.randperm(self.n, generator=self.generator)
 
     def resume(self, epoch_start: torch.Tensor, done: int) -> None:
-        """Continue the epoch that began at generator state `epoch_start` after its first `done` indices."""
-        if done >= len(self):  # the epoch had ended: start the next one
-            self.generator.set_state(epoch_start)
-            torch.randperm(self.n, generator=self.generator)
-            torch.randperm(self.n, generator=self.generator)
-            epoch_start, done = self.generator.get_state(), 0
+        """Continue the epoch that began at generator state `epoch_start` after its first `done` indices. An
+        epoch that had ended yields nothing more (Lightning still opens it, then starts the next one), and
+        the generator then stands where the uninterrupted run's stood."""
         self._resume = (epoch_start, done)
 
 

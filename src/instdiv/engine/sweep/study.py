@@ -88,12 +88,14 @@ def check_storage(params, seconds: int = 3) -> None:
     key = f"sweep.storage={url}" if params.sweep.storage else f"the default storage {url}"
     if url.startswith("journal:") or url.startswith("sqlite:///"):
         path = Path(url.removeprefix("journal:").removeprefix("sqlite:///"))
-        folder = (path if path.is_absolute() else tracking.repo_root() / path).parent
+        # a journal path is taken from the repository root (open_storage), a SQLite one from here (SQLAlchemy)
+        folder = (path if path.is_absolute() or url.startswith("sqlite") else tracking.repo_root() / path).parent
         if not folder.is_dir():
             raise ConfigError(f"{key}: the folder {folder} does not exist; create it or fix sweep.storage")
         return
+    timeout = {"connect_timeout": seconds} if url.startswith(("postgresql", "mysql")) else {}
     try:
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": seconds})
+        engine = sqlalchemy.create_engine(url, connect_args=timeout)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"{key}: not a storage Optuna can open ({exc}); use sqlite:///FILE, journal:FILE (one "
                           "host) or postgresql://USER@HOST/DB (several machines)") from None

@@ -48,6 +48,8 @@ def check(params) -> None:
 
 def objective(trial: optuna.Trial, params) -> float:
     """Generate, train and score at the trial's point; the value is `sweep.metric`."""
+    # First thing: a command that sees this worker die fails its RUNNING trials by this attribute.
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     s, task = params.sweep, params.task()
     point = {task.count_axis: trial.suggest_int(task.count_axis, min(s.instructions), max(s.instructions),
                                                 log=True)}
@@ -61,7 +63,6 @@ def objective(trial: optuna.Trial, params) -> float:
                                 f"trial {trial.number}", {"optuna.study": trial.study.study_name,
                                                           "optuna.trial": str(trial.number)})
     trial.set_user_attr("mlflow_run_id", run_id)
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     logger = tracking.logger(params.tracking, run_id=run_id)
     tracking.log_params(logger, {**p.dump(), "optuna.trial": trial.number})
     callbacks = []

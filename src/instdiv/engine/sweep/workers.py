@@ -90,7 +90,8 @@ def _alive(pid: int) -> bool:
 def retry_unfinished(study: optuna.Study, max_retries: int) -> None:
     """Enqueue again the failed trials that have no retry yet (the callback enforces `max_retries`)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get("failed_trial") for t in trials}
+    # a retry lists every trial it stands in for (retry_history), not only the first one (failed_trial)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
     for t in trials:
         if t.state == TrialState.FAIL and t.number not in retried:
