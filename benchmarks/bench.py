@@ -1,6 +1,6 @@
 """Rerunnable speed benchmarks; figures are recorded in benchmarks/README.md.
 
-    python benchmarks/bench.py [--quick] [--only generator,lightning,kvcache,precision,sandbox] [--json out.json]
+    python benchmarks/bench.py [--quick] [--only generator,lightning,kvcache,precision,sandbox,workers] [--json out.json]
 
 Ratios are measured side by side in one process, alternating the contenders, so a noisy shared machine
 slows both alike. Each figure is the median of several repeats.
@@ -159,8 +159,47 @@ def bench_sandbox(quick: bool) -> dict:
     return out
 
 
+def bench_workers(quick: bool) -> dict:
+    """Sweep throughput on this machine: the same grid of trials (the default model and data, a short fixed
+    budget) with `workers` processes of cpu_count / workers threads each, alternating, through `instdiv sweep`
+    (one process at 1 worker runs its trials in-process with every thread)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    steps = 200 if quick else 1000
+    base = yaml.safe_load((repo / "params.yaml").read_text())
+    cores = os.cpu_count() or 1
+    counts = sorted({1, cores})
+    times: dict[int, list[float]] = {w: [] for w in counts}
+    for rep in range(1 if quick else 2):
+        for workers in counts:
+            with tempfile.TemporaryDirectory() as tmp:
+                p = {**base, "train": {**base["train"], "max_steps": steps, "val_every_steps": steps},
+                     "tracking": {**base["tracking"], "uri": f"sqlite:///{tmp}/mlflow.db"},
+                     "sweep": {**base["sweep"], "mode": "grid", "instructions": [256, 512], "axes": {},
+                               "seeds": [rep * 10, rep * 10 + 1], "workers": workers,
+                               "storage": f"journal:{tmp}/study.journal", "study": f"bench-{workers}"}}
+                (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(p))
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "instdiv", "sweep", "-p", f"{tmp}/params.yaml", "--out",
+                                f"{tmp}/trials.csv"], check=True, capture_output=True, env={**os.environ, "DVC_ROOT": tmp})
+                times[workers].append(time.perf_counter() - start)
+    out = {"trials": 4, "steps_per_trial": steps, "cores": cores}
+    for w in counts:
+        out[f"seconds_{w}x{max(1, cores // w)}"] = round(statistics.median(times[w]), 1)
+    if len(counts) > 1:
+        out["speedup_processes_over_threads"] = round(statistics.median(times[1]) / statistics.median(times[cores]), 2)
+    return out
+
+
 BENCHES = {"generator": bench_generator, "lightning": bench_lightning, "kvcache": bench_kvcache,
-           "precision": bench_precision, "sandbox": bench_sandbox}
+           "precision": bench_precision, "sandbox": bench_sandbox, "workers": bench_workers}
 
 
 def main():

@@ -36,7 +36,7 @@ TINY = {
     "sweep": {"mode": "threshold", "task": "rewrite", "study": "tests", "storage": None, "metric": "unseen_op_accuracy",
               "target": 0.5, "instructions": [4, 32], "axes": {}, "total_examples": None, "seeds": [0],
               "max_trials": 3, "workers": 1, "max_retries": 2, "heartbeat_seconds": 30, "pruning": False,
-              "epochs": None, "bootstrap": 50, "confidence": 0.9},
+              "epochs": None, "confidence": 0.9},
 }
 
 

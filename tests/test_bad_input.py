@@ -31,7 +31,7 @@ def with_(tiny, section, key, value):
     ("rewrite", "alphabet_size", 27, "between 1 and 26"),
     ("rewrite", "skew", 0, "rewrite.skew=0 must be a positive exponent"),
     ("rewrite", "pattern_length", [1, 2, 3], r"give one length or a \[min, max\] pair"),
-    ("rewrite", "holdout", "rules", "rewrite.holdout='rules' has the wrong type: expected one of 'pairs', 'patterns'"),
+    ("rewrite", "holdout", "rules", "rewrite.holdout='rules' has the wrong type: expected one of 'pairs', 'patterns', 'strings'"),
     ("rewrite", "examples_per_instruction", 10, "exactly one of examples_per_instruction"),
     ("rewrite", "total_examples", 10, "every instruction needs at least one example"),
     ("rewrite", "seed", "zero", "rewrite.seed='zero' has the wrong type: expected int"),
@@ -147,7 +147,7 @@ def fails_fast(args, cwd, env=None, seconds: float = 10):
     assert out.returncode == 2, out.stderr[-2000:]
     assert time.time() - start < seconds and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert not (cwd / "models").exists() and not (cwd / "optuna.db").exists()
+    assert not (cwd / "models").exists() and not (cwd / "studies").exists()
     return out.stderr
 
 

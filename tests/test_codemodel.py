@@ -25,36 +25,43 @@ def test_pass_at_1_counts_programs_that_pass():
     assert [r.status for r in results] == ["passed", "failed", "syntax", "timeout"]
 
 
-def test_sweet_spot_is_said_plainly():
-    rising = pd.DataFrame({"general_percent": [0, 10, 25], "pass_at_1": [0.2, 0.3, 0.1]})
-    assert code_report.sweet_spot(rising).startswith("a sweet spot appears: pass@1 0.300 at 10%")
-    flat = pd.DataFrame({"general_percent": [0, 10, 25], "pass_at_1": [0.3, 0.2, 0.1]})
+def test_sweet_spot_is_said_plainly_over_seeds():
+    def runs(mid, none, most, learned=True):
+        return pd.DataFrame({"general_percent": [0] * 3 + [10] * 3 + [25] * 3, "seed": [0, 1, 2] * 3,
+                             "pass_at_1": [*none, *mid, *most], "learned": learned})
+
+    rising = runs([0.30, 0.32, 0.31], [0.20, 0.21, 0.19], [0.10, 0.12, 0.11])
+    assert code_report.sweet_spot(rising).startswith("a sweet spot appears: pass@1 10% - 0%: +0.110")
+    flat = runs([0.20, 0.35, 0.10], [0.21, 0.20, 0.22], [0.10, 0.12, 0.11])
     assert code_report.sweet_spot(flat).startswith("no sweet spot at this scale")
+    none_learned = runs([0.3] * 3, [0.2] * 3, [0.1] * 3, learned=False)
+    assert code_report.sweet_spot(none_learned).startswith("not testable at this scale")
 
 
 def test_code_study_end_to_end(tiny, in_tmp):
     bench = in_tmp / "bench.jsonl"
     bench.write_text(json.dumps({"task_id": "t/0", "entry_point": "add", "prompt": "def add(a, b):\n",
                                  "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n"}) + "\n")
-    tiny["code_model"]["benchmarks"] = [str(bench)]
+    tiny["code_model"].update(benchmarks=[str(bench)], seeds=[0, 1])
     p = params(tiny)
     codetasks.write(codetasks.generate(p.code), p.code)
     for percent in p.mix.general_percents:
         mix.run(p.mix, percent)
-        info = codetrain.train(p, percent)
-        assert info["steps"] > 0 and codetrain.model_path(percent).is_file()
-        m = codetrain.evaluate(p, percent)
-        assert m["programs"] == 5 and 0 <= m["pass_at_1"] <= m["parse_rate"] + 1e-9 <= 1 + 1e-9
-        assert m["benchmark/bench"]["programs"] == 1
-        run = mlflow.MlflowClient(tracking_uri(p.tracking)).get_run(info["run_id"])
-        assert run.data.tags["mix.general_percent"] == str(percent) and "test/pass_at_1" in run.data.metrics
+        for seed in p.code_model.seeds:
+            info = codetrain.train(p, percent, seed)
+            assert info["steps"] > 0 and codetrain.model_path(percent, seed).is_file()
+            m = codetrain.evaluate(p, percent, seed)
+            assert m["programs"] == 5 and 0 <= m["pass_at_1"] <= m["parse_rate"] + 1e-9 <= 1 + 1e-9
+            # its own training programs are scored too, and judge whether it learned
+            assert 0 <= m["train_pass_at_1"] <= 1 and m["learned"] == (m["train_pass_at_1"] >= 0.95)
+            assert m["benchmark/bench"]["programs"] == 1
+            run = mlflow.MlflowClient(tracking_uri(p.tracking)).get_run(info["run_id"])
+            assert run.data.tags["mix.general_percent"] == str(percent) and run.data.tags["seed"] == str(seed)
+            assert "test/pass_at_1" in run.data.metrics and run.data.params["train.seed"] == str(seed)
     report = code_report.report(p)
     assert [row["general_percent"] for row in report["points"]] == [0, 25]
     assert report["points"][0]["paper_average"] == 64.2 and report["verdict"]
-    first = report["points"][0]
-    assert first["programs"] == 5 and abs(first["pass_at_1_se"] - (first["pass_at_1"] * (1 - first["pass_at_1"]) / 5)
-                                            ** 0.5) < 1e-3
-    assert "one seed each; standard error about" in report["verdict"]
+    assert all(row["seeds"] + row["untrained"] == 2 for row in report["points"]) and report["runs"] == 4
     assert (in_tmp / "reports/code/figure.png").stat().st_size > 10_000
-    samples = pd.read_csv(in_tmp / "reports/code/evals/general-25-samples.csv")
+    samples = pd.read_csv(in_tmp / "reports/code/evals/general-25-seed1-samples.csv")
     assert set(samples.columns) >= {"instruction", "expected", "written", "status"}

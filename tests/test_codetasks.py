@@ -81,12 +81,38 @@ def test_general_tasks_by_hand():
     for q, a in general.words(rng, 50):
         w = q.split("'")[1]
         assert a in (w[::-1], w.upper(), "".join(c * 2 for c in w), general.number_words(len(w)))
+    assert len(general.TASKS) >= 10  # the kinds of general-domain task: their diversity is what the paper varies
+    for q, a in general.sort_words(rng, 20):
+        assert a.split(", ") == sorted(q.split(": ")[1].rstrip(".").split(", "))
+    for q, a in general.count_letter(rng, 20):
+        c, w = q.split("'")[1], q.split("'")[3]
+        assert a == general.number_words(w.count(c))
+    for q, a in general.acronym(rng, 20):
+        assert a == "".join(w[0] for w in q.split("'")[1].split()).upper()
+    for q, a in general.compare(rng, 20):
+        a_, b_ = q.rstrip("?").split(", ")[1].split(" or ")
+        values = {general.number_words(v): v for v in range(100)}
+        pick = max if "larger" in q else min
+        assert values[a] == pick(values[a_], values[b_])
+    for q, a in general.digits_to_words(rng, 20):
+        assert a == general.number_words(int(q.split()[3]))
+    for q, a in general.next_letters(rng, 20):
+        assert a == "".join(chr((ord(c) - 97 + 1) % 26 + 97) for c in q.split("'")[1])
+    for q, a in general.remove_vowels(rng, 20):
+        assert a == "".join(c for c in q.split("'")[1] if c not in "aeiou")
+    for q, a in general.yes_no_palindrome(rng, 40):
+        w = q.split("'")[1]
+        assert a == ("yes" if w == w[::-1] else "no")
+    for q, a in general.list_position(rng, 20):
+        ordinal, words = q.removeprefix("What is the ").split(" word in: ")
+        k = ["first", "second", "third", "fourth", "fifth", "sixth"].index(ordinal)
+        assert a == words.rstrip("?").split()[k]
 
 
 @pytest.mark.parametrize("percent", [0, 5, 10, 25, 100])
 def test_mix_proportions_are_exact_at_a_fixed_budget(percent):
     pairs = [(f"code task {i}", f"def solve(xs):\n    return {i}\n") for i in range(300)]
-    cfg = MixConfig(total_examples=210)
+    cfg = MixConfig(total_examples=210, general_tasks=["rewrite", "arithmetic", "words"])
     table = mix.build(cfg, percent, pairs)
     sources = collections.Counter(table.column("source").to_pylist())
     assert table.num_rows == 210 and sources["code"] == 210 - round(percent * 2.1)
@@ -106,7 +132,7 @@ def test_mix_bad_settings_name_the_key():
         mix.build(MixConfig(total_examples=100), 10, pairs)
     with pytest.raises(ConfigError, match=r"mix.general_percents=\[0, 150\]"):
         mix.build(MixConfig(general_percents=[0, 150]), 0, pairs)
-    with pytest.raises(ConfigError, match="mix.general_tasks=.*choose from rewrite, arithmetic, words"):
+    with pytest.raises(ConfigError, match="mix.general_tasks=.*choose from rewrite, arithmetic, words, sort_words"):
         mix.build(MixConfig(general_tasks=["poetry"]), 10, pairs)
 
 

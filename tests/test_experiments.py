@@ -79,9 +79,13 @@ def test_tiny_experiment_end_to_end(tiny, in_tmp, axes, x, series, panel, metric
     combos = 2 * int(np.prod([len(v) for v in axes.values()]))
     assert result["trials"] == combos
     points = pd.read_csv(in_tmp / "reports/tiny/points.csv")
-    assert len(points) == combos and set(points["seeds"]) == {1}
+    # one seed per point; a tiny model that did not learn its rules is counted, and left out of the means
+    assert len(points) == combos and set(points["seeds"] + points["untrained"]) == {1}
+    runs = pd.read_csv(in_tmp / "reports/tiny/runs.csv")
+    assert len(runs) == combos and (runs["learned"] == (runs["seen_op_accuracy"] >= 0.95)).all()
     for metric in metrics:
-        assert points[metric].between(0, 1).all()
+        assert points.loc[points["seeds"] == 1, metric].between(0, 1).all()
+        assert points.loc[points["untrained"] == 1, metric].isna().all()
     if "skew" in axes:
         assert (points["effective_instructions"] <= points["n_instructions"] + 1e-6).all()
         assert (points["instructions_holding_99pct"] <= points["n_instructions"]).all()
@@ -202,9 +206,35 @@ def test_experiment_stages_are_declared_apart_from_the_default_pipeline():
     stages = listed.stdout.split()
     assert sorted(s.split("@")[1] for s in stages if s.startswith("experiments/dvc.yaml:experiment@")) == declared
     percents = yaml.safe_load((REPO / "params.yaml").read_text())["mix"]["general_percents"]
-    for step in ("code_train", "code_eval"):
-        assert {f"experiments/dvc.yaml:{step}@{p}" for p in percents} <= set(stages)
+    seeds = yaml.safe_load((REPO / "params.yaml").read_text())["code_model"]["seeds"]
+    for step in ("code_train", "code_eval"):  # one model per mix and seed
+        assert {f"experiments/dvc.yaml:{step}@{p}-{s}" for p in percents for s in seeds} <= set(stages)
     assert "experiments/dvc.yaml:code_report" in stages
     default = subprocess.run([dvc, "stage", "list", "--name-only"], cwd=REPO, env=env, capture_output=True,
                              text=True, timeout=120)
     assert not any(line.startswith("experiment") for line in default.stdout.split())
+
+
+def test_findings_are_judged_over_seeds_on_trained_runs_only():
+    from instdiv.engine import findings
+    from instdiv.engine.sweep import encode
+
+    def runs(high, low, learned=True):
+        return pd.DataFrame({"seed": [0, 1, 2] * 2, "noop_share": [0.0] * 3 + [0.5] * 3,
+                             "unseen_op_accuracy": [*high, *low], "learned": learned})
+
+    claim = findings.Finding(claim="c", higher={"noop_share": 0.0}, lower={"noop_share": 0.5})
+    up = findings.evaluate(claim, runs([0.8, 0.9, 0.85], [0.2, 0.3, 0.1]), "unseen_op_accuracy", encode)
+    assert up["verdict"] == "reproduced" and up["difference"] == pytest.approx(0.65) and up["seeds"] == 3
+    assert up["ci_low"] > 0
+    down = findings.evaluate(claim, runs([0.1, 0.2, 0.15], [0.8, 0.9, 0.85]), "unseen_op_accuracy", encode)
+    assert down["verdict"] == "differs" and "the opposite" in down["why"]
+    noisy = findings.evaluate(claim, runs([0.8, 0.1, 0.5], [0.2, 0.7, 0.5]), "unseen_op_accuracy", encode)
+    assert noisy["verdict"] == "differs" and "no difference measured" in noisy["why"]
+    same = findings.Finding(claim="c", higher={"noop_share": 0.0}, lower={"noop_share": 0.5}, expect="similar")
+    assert findings.evaluate(same, runs([0.9, 0.91, 0.92], [0.9, 0.9, 0.93]), "unseen_op_accuracy",
+                             encode)["verdict"] == "reproduced"
+    frame = runs([0.8, 0.9, 0.85], [0.2, 0.3, 0.1])
+    frame.loc[[1, 2], "learned"] = False  # two seeds did not learn: one seed left, no interval
+    out = findings.evaluate(claim, frame, "unseen_op_accuracy", encode)
+    assert out["verdict"] == "not testable at this scale" and out["untrained_runs"] == 2

@@ -33,6 +33,7 @@ def project(tmp_path, tiny):
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     tiny["sweep"].update(mode="grid", instructions=[4, 8, 16])  # tiny models: a grid, whatever they learn
+    tiny["evaluate"]["learned_at"] = 0  # tiny models learn nothing in 30 steps: test the machinery, judge nothing
     write_params(root / "params.yaml", tiny)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
@@ -57,7 +58,9 @@ def test_dvc_repro_end_to_end(project):
     assert manifest["files"]["train"]["rows"] == 640
     assert (root / "reports/plots/val_accuracy.csv").read_text().startswith("step,")
     threshold = json.loads((root / "reports/threshold.json").read_text())
-    assert threshold["n_trials"] == 3 and (root / "reports/sweep/phase_diagram.png").is_file()
+    assert threshold["runs"] == 3 and threshold["untrained_runs"] == 0
+    assert (root / "reports/sweep/phase_diagram.png").is_file()
+    assert (root / "studies/tests.journal").is_file()  # the study, beside the reports
     # the code-instruction data: one training set per general-domain percent, exact at the fixed budget
     assert json.loads((root / "data/code/manifest.json").read_text())["files"]["train"]["rows"] == 60
     for percent, general_rows in ((0, 0), (25, 10)):

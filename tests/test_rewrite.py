@@ -67,9 +67,9 @@ def test_op_inputs_may_hold_the_pattern_more_than_once():
     assert any(x.count(p) > 1 for p, x in zip(d["pattern"], d["input"]))
 
 
-@pytest.mark.parametrize("holdout", ["pairs", "patterns"])
+@pytest.mark.parametrize("holdout", ["pairs", "patterns", "strings"])
 def test_unseen_rules_are_disjoint_from_training(holdout):
-    t = rewrite.generate(cfg(holdout=holdout))
+    t = rewrite.generate(cfg(holdout=holdout, alphabet_size=8))
     train = rules(t["train"])
     assert len(train) == TINY["rewrite"]["n_instructions"]
     assert rules(t["test_seen"]) <= train and rules(t["valid_seen"]) <= train
@@ -79,8 +79,20 @@ def test_unseen_rules_are_disjoint_from_training(holdout):
     assert not rules(t["test_unseen"]) & rules(t["valid_unseen"])
     train_patterns = {p for p, _ in train}
     unseen_patterns = {p for p, _ in rules(t["test_unseen"]) | rules(t["valid_unseen"])}
-    if holdout == "patterns":
+    if holdout in ("patterns", "strings"):
         assert not train_patterns & unseen_patterns
+    if holdout == "strings":  # neither string of an unseen rule is used by a training rule, in either role
+        assert not {s for rule in train for s in rule} & {s for rule in rules(t["test_unseen"]) for s in rule}
+    # the manifest says how unseen the unseen rules are: the share whose pattern (replacement) is in training
+    shares = TASK.overlap(t)
+    test = rules(t["test_unseen"])
+    train_strings = {s for rule in train for s in rule}
+    assert shares["unseen_patterns_in_train"] == round(sum(p in train_patterns for p, _ in test) / len(test), 4)
+    assert shares["unseen_replacements_in_train"] == round(sum(r in train_strings for _, r in test) / len(test), 4)
+    if holdout != "pairs":
+        assert shares["unseen_patterns_in_train"] == 0
+    if holdout == "strings":
+        assert shares["unseen_replacements_in_train"] == 0
     ids = [set(t[s].column("instruction_id").to_pylist()) for s in ("train", "test_unseen", "valid_unseen")]
     assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
 

@@ -38,6 +38,8 @@ def test_propose_ends_then_bisection_then_around_the_crossing():
     assert nxt not in (16, 128, 1024) and 1.1 <= max(nxt, 128) / min(nxt, 128) <= 1.5
     assert sweep.propose({16: 0.0, 1024: 0.3}, set(), 16, 1024, 0.5) is None  # never crosses in range
     assert sweep.propose({16: 0.6, 1024: 0.9}, set(), 16, 1024, 0.5) is None  # crosses below the range
+    # the target is a fraction of the plateau: nothing past the ends until the top end is measured
+    assert sweep.propose({16: 0.0}, {1024}, 16, 1024, None) is None
 
 
 @pytest.mark.parametrize("change,message", [
@@ -83,7 +85,7 @@ def test_impossible_code_points_fail_before_training(tiny, in_tmp, change, messa
     tiny["sweep"].update({"task": "code", "metric": "pass_at_1", "mode": "grid", "instructions": [4, 8], **change})
     with pytest.raises(ConfigError, match=message):
         sweep.check(load_params(write_params(in_tmp / "params.yaml", tiny)))
-    assert not (in_tmp / "optuna.db").exists()
+    assert not (in_tmp / "studies").exists()
 
 
 def test_code_sweep_needs_the_synthetic_programs(tiny, in_tmp):
@@ -114,12 +116,12 @@ def test_impossible_point_and_sqlite_workers_fail_before_training(tiny, in_tmp):
     tiny["sweep"].update(mode="grid", instructions=[4, 8], axes={"skew": [1.0, -0.5]})
     with pytest.raises(ConfigError, match=r"sweep point .*'skew': -0.5.*rewrite.skew=-0.5 must be a positive"):
         sweep.check(load_params(write_params(in_tmp / "params.yaml", tiny)))
-    tiny["sweep"].update(instructions=[4, 8], axes={}, workers=2)
+    tiny["sweep"].update(instructions=[4, 8], axes={}, workers=2, storage="sqlite:///optuna.db")
     with pytest.raises(ConfigError, match="SQLite serves one process"):
         sweep.check(load_params(write_params(in_tmp / "params.yaml", tiny)))
     out = subprocess.run([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, capture_output=True, text=True)
     assert out.returncode == 2 and "journal:" in out.stderr and "Traceback" not in out.stderr
-    assert not (in_tmp / "optuna.db").exists()
+    assert not (in_tmp / "studies").exists() and not (in_tmp / "optuna.db").exists()
 
 
 TRIALS = Path("reports/sweep/trials.csv")
@@ -148,7 +150,7 @@ def test_grid_sweep_with_nested_mlflow_runs(tiny, in_tmp):
     assert (in_tmp / "reports/sweep/trials.csv").is_file()
 
     params = load_params(path)
-    study = optuna.load_study(study_name=sweep.study_name(params), storage=f"sqlite:///{in_tmp}/optuna.db")
+    study = optuna.load_study(study_name=sweep.study_name(params), storage=sweep.open_storage(params))
     parent = study.user_attrs["mlflow_parent_run_id"]
     client = mlflow.MlflowClient(f"sqlite:///{in_tmp}/mlruns/mlflow.db")
     exp = client.get_experiment_by_name("tests")
@@ -162,25 +164,25 @@ def test_grid_sweep_with_nested_mlflow_runs(tiny, in_tmp):
         assert run.data.params["rewrite.total_examples"] == "None"  # S given: N = I x S
         assert run.data.metrics["test/unseen_op_accuracy"] == trial.user_attrs["unseen_op_accuracy"]
         assert run.data.tags["data.train.sha256"] == trial.user_attrs["data_sha256"]
+        # every run is judged on its training rules, and says how unseen its unseen rules are
+        assert run.data.tags["test/learned"] == str(trial.user_attrs["learned"]).lower()
+        assert 0 <= run.data.metrics["test/unseen_patterns_in_train"] <= 1
+    assert set(frame["learned"]) <= {True, False} and "unseen_replacements_in_train" in frame
     # the same command again resumes a finished study: nothing reruns
     assert len(run_sweep(path)) == 6
 
-    result = run_estimate(path)  # fits the points, whatever they are
-    assert result["n_trials"] == 6
-    assert json.loads((in_tmp / "reports/threshold.json").read_text())["target"] == 0.5
-    assert (in_tmp / "reports/sweep/phase_diagram.png").stat().st_size > 10_000
-    assert (in_tmp / "reports/sweep/heatmap.png").is_file()  # I x S
-
 
 def synthetic(midpoint: float):
-    """An objective with a known logistic curve in place of training: tests the search, not the model."""
+    """An objective with a known logistic curve in place of training: tests the search, not the model. Seed s
+    moves the curve's midpoint by a factor 1.1^(s - 1), so three seeds straddle `midpoint`."""
 
     def objective(trial, params):
         i = trial.suggest_int("n_instructions", min(params.sweep.instructions), max(params.sweep.instructions),
                               log=True)
-        trial.suggest_categorical("seed", params.sweep.seeds)
-        acc = 0.9 / (1 + math.exp(-4 * (math.log(i) - math.log(midpoint))))
-        for key, value in (("unseen_op_accuracy", acc), ("seen_accuracy", 0.95), ("unseen_accuracy", acc)):
+        seed = trial.suggest_categorical("seed", params.sweep.seeds)
+        acc = 0.9 / (1 + math.exp(-4 * (math.log(i) - math.log(midpoint * 1.1 ** (seed - 1)))))
+        for key, value in (("unseen_op_accuracy", acc), ("seen_op_accuracy", 0.99), ("unseen_accuracy", acc),
+                           ("learned", True)):
             trial.set_user_attr(key, value)
         return acc
 
@@ -189,18 +191,21 @@ def synthetic(midpoint: float):
 
 def test_threshold_mode_spends_its_runs_near_the_crossing(tiny, in_tmp, monkeypatch):
     monkeypatch.setattr(workers, "objective", synthetic(150.0))
-    tiny["sweep"].update(instructions=[16, 1024], max_trials=7, target=0.45, bootstrap=200, total_examples=2048)
+    tiny["sweep"].update(instructions=[16, 1024], seeds=[0, 1, 2], max_trials=15, target=0.5, total_examples=2048)
     path = write_params(in_tmp / "params.yaml", tiny)
     frame = run_sweep(path)
     done = frame[frame["state"] == "COMPLETE"]
-    assert len(done) == 7 and done["n_instructions"].nunique() == 7
-    near = done["n_instructions"].between(150 / 2.5, 150 * 2.5).sum()
-    assert near >= 4  # most runs where the curve crosses, not spread evenly over 16-1024
+    # 5 values of I, each once per seed (the opening trial enqueued the other two)
+    assert len(done) == 15 and sorted(done.groupby("n_instructions")["seed"].apply(sorted).tolist()) == [[0, 1, 2]] * 5
+    near = done["n_instructions"].drop_duplicates().between(150 / 2.5, 150 * 2.5).sum()
+    assert near >= 3  # most points where the curve crosses, not spread evenly over 16-1024
     result = run_estimate(path)
-    assert result["threshold_instructions"] == pytest.approx(150, rel=0.05)  # 0.45 = half the 0.9 plateau
+    assert result["threshold_instructions"] == pytest.approx(150, rel=0.05)  # half the 0.9 plateau
+    assert result["per_seed"] == {str(s): pytest.approx(150 * 1.1 ** (s - 1), rel=0.05) for s in (0, 1, 2)}
+    assert result["ci_low"] < 150 < result["ci_high"] and result["seeds"] == 3
     # the estimate is on the study's MLflow run, which the finished sweep closed
     study_run = optuna.load_study(study_name=sweep.study_name(load_params(path)),
-                                  storage=f"sqlite:///{in_tmp}/optuna.db").user_attrs["mlflow_parent_run_id"]
+                                  storage=sweep.open_storage(load_params(path))).user_attrs["mlflow_parent_run_id"]
     client = mlflow.MlflowClient(f"sqlite:///{in_tmp}/mlruns/mlflow.db")
     run = client.get_run(study_run)
     assert run.info.status == "FINISHED"
@@ -211,7 +216,7 @@ def test_threshold_mode_spends_its_runs_near_the_crossing(tiny, in_tmp, monkeypa
     # optuna-dashboard serves the study from the same storage, on loopback
     port = free_port()
     dashboard = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")
-    server = subprocess.Popen([dashboard, f"sqlite:///{in_tmp}/optuna.db", "--host", "127.0.0.1", "--port", str(port)],
+    server = subprocess.Popen([dashboard, str(in_tmp / "studies/tests.journal"), "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         body = json.loads(wait_for(f"http://127.0.0.1:{port}/api/studies"))
@@ -219,7 +224,7 @@ def test_threshold_mode_spends_its_runs_near_the_crossing(tiny, in_tmp, monkeypa
         assert study["study_name"] == sweep.study_name(load_params(path))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=5) as r:
             detail = json.loads(r.read())
-        assert len(detail["trials"]) == 7
+        assert len(detail["trials"]) == 15
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -241,8 +246,7 @@ def test_threshold_mode_over_code_programs(tiny, in_tmp, monkeypatch):
 
     monkeypatch.setattr(trial, "fit", no_training)
     monkeypatch.setattr(CodeTask, "score", known_curve)
-    tiny["sweep"].update(task="code", metric="pass_at_1", instructions=[8, 400], max_trials=6, target=0.45,
-                         bootstrap=100)
+    tiny["sweep"].update(task="code", metric="pass_at_1", instructions=[8, 400], max_trials=6, target=0.5)
     path = write_params(in_tmp / "params.yaml", tiny)
     frame = run_sweep(path)
     done = frame[frame["state"] == "COMPLETE"]
@@ -256,7 +260,7 @@ def test_killed_sweep_resumes_and_retries_the_lost_trial(tiny, in_tmp):
     tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], heartbeat_seconds=1)
     tiny["train"].update(max_steps=60)  # long enough to be killed mid-trial
     path = write_params(in_tmp / "params.yaml", tiny)
-    storage = f"sqlite:///{in_tmp}/optuna.db"
+    storage = sweep.open_storage(load_params(path))
     name = sweep.study_name(load_params(path))
     proc = subprocess.Popen([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -357,7 +361,8 @@ def test_failed_trials_without_a_retry_are_enqueued_again_once():
 def test_a_crossing_outside_the_range_is_explained(tiny, in_tmp, monkeypatch):
     monkeypatch.setattr(workers, "objective", synthetic(5000.0))  # crosses far above the range
     tiny["sweep"].update(instructions=[16, 1024], total_examples=2048)
-    with pytest.raises(InstdivError, match="stays below sweep.target=0.5.*raise the range's max"):
+    with pytest.raises(InstdivError, match="0.00. at the top of sweep.instructions=.16, 1024.: no plateau.*raise the "
+                                           "range's max"):
         run_sweep(write_params(in_tmp / "params.yaml", tiny))
     assert len(pd.read_csv(in_tmp / "reports/sweep/trials.csv")) == 2  # the two ends, kept
 
@@ -366,7 +371,7 @@ def test_pruning_callback_reports_to_the_trial(tiny, in_tmp):
     tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], pruning=True)
     frame = run_sweep(write_params(in_tmp / "params.yaml", tiny))
     study = optuna.load_study(study_name=sweep.study_name(load_params(in_tmp / "params.yaml")),
-                              storage=f"sqlite:///{in_tmp}/optuna.db")
+                              storage=sweep.open_storage(load_params(in_tmp / "params.yaml")))
     # PyTorchLightningPruningCallback reports to Optuna's pruner once per epoch (its granularity): 30 steps
     # of 20 batches an epoch span epochs 0 and 1
     assert all(sorted(t.intermediate_values) == [0, 1] for t in study.trials)
@@ -412,8 +417,7 @@ def test_a_pruned_threshold_search_never_proposes_the_same_point_again(tiny, in_
 
     monkeypatch.setattr(workers, "objective", reporting)
     monkeypatch.setattr(studies, "pruner", lambda params: PruneBelow(30))
-    tiny["sweep"].update(instructions=[16, 1024], max_trials=7, target=0.45, bootstrap=100, total_examples=2048,
-                         pruning=True)
+    tiny["sweep"].update(instructions=[16, 1024], max_trials=7, target=0.5, total_examples=2048, pruning=True)
     frame = run_sweep(write_params(in_tmp / "params.yaml", tiny))
     assert frame["n_instructions"].is_unique and len(frame) <= 7  # the pruned I=16 was not proposed again
     assert frame.loc[frame["n_instructions"] < 30, "state"].eq("PRUNED").all()
@@ -455,11 +459,10 @@ def test_a_killed_journal_worker_has_its_trial_failed_and_retried(tiny, in_tmp):
 
 
 def test_the_dashboard_serves_the_storage_params_name(tiny, in_tmp, monkeypatch):
-    """`instdiv dashboard` (and so `make dashboard`) opens sweep.storage, here a journal file, not optuna.db."""
+    """`instdiv dashboard` (and so `make dashboard`) opens sweep.storage, here the default: the study's journal
+    file in studies/, which a clone elsewhere resumes from."""
     monkeypatch.setattr(workers, "objective", synthetic(150.0))
-    tiny["sweep"].update(instructions=[16, 1024], max_trials=3, target=0.45, total_examples=2048,
-                         storage="journal:studies/optuna.journal")
-    (in_tmp / "studies").mkdir()
+    tiny["sweep"].update(instructions=[16, 1024], max_trials=3, target=0.5, total_examples=2048, storage=None)
     path = write_params(in_tmp / "params.yaml", tiny)
     run_sweep(path)
     port = free_port()
@@ -472,3 +475,54 @@ def test_the_dashboard_serves_the_storage_params_name(tiny, in_tmp, monkeypatch)
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     assert not (in_tmp / "optuna.db").exists()
+
+
+def test_a_study_resumes_from_its_committed_journal_on_another_machine(tiny, in_tmp, monkeypatch):
+    """The sweep's journal (studies/<study>.journal) is all a clone needs: interrupted here, it finishes in
+    another directory without this MLflow store, at the same points as an uninterrupted sweep."""
+    import shutil
+
+    tiny["sweep"].update(instructions=[16, 1024], seeds=[0, 1], max_trials=10, target=0.5, total_examples=2048)
+    ran = []
+
+    def interrupted(trial, params):
+        if len(ran) == 5:
+            raise KeyboardInterrupt  # Ctrl-C during the sixth run
+        ran.append(trial.number)
+        return synthetic(150.0)(trial, params)
+
+    monkeypatch.setattr(workers, "objective", interrupted)
+    first = in_tmp / "here"
+    first.mkdir()
+    monkeypatch.chdir(first)
+    monkeypatch.setenv("DVC_ROOT", str(first))
+    path = write_params(first / "params.yaml", tiny)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(path)
+
+    clone = in_tmp / "elsewhere"  # a clone: params.yaml and the committed journal, no mlruns/
+    clone.mkdir()
+    shutil.copy(path, clone / "params.yaml")
+    shutil.copytree(first / "studies", clone / "studies", ignore=shutil.ignore_patterns("*.lock"))
+    monkeypatch.chdir(clone)
+    monkeypatch.setenv("DVC_ROOT", str(clone))
+    monkeypatch.setattr(workers, "objective", synthetic(150.0))
+    resumed = run_sweep(clone / "params.yaml")
+
+    fresh = in_tmp / "uninterrupted"
+    fresh.mkdir()
+    shutil.copy(path, fresh / "params.yaml")
+    monkeypatch.chdir(fresh)
+    monkeypatch.setenv("DVC_ROOT", str(fresh))
+    reference = run_sweep(fresh / "params.yaml")
+    assert completed_points(resumed) == completed_points(reference) and len(completed_points(reference)) == 10
+    assert (resumed["state"] == "FAIL").sum() == 1  # the interrupted run, recorded and retried
+    # the study got a parent run in this clone's MLflow store, and the estimate lands on it
+    monkeypatch.chdir(clone)
+    monkeypatch.setenv("DVC_ROOT", str(clone))
+    from instdiv.engine.sweep import study as studies
+
+    study_run = studies.parent_run(load_params(clone / "params.yaml"))
+    assert study_run is not None
+    client = mlflow.MlflowClient(f"sqlite:///{clone}/mlruns/mlflow.db")
+    assert client.get_run(study_run).info.status == "FINISHED"

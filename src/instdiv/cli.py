@@ -88,6 +88,9 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), task: TaskOpt = "rewrite",
     metrics = stages.evaluate(p, t, data, model, report or Path("reports") / t.name,
                               f"instdiv train --task {t.name} --data {data} --model {model} (or dvc repro)")
     typer.echo(t.headline(metrics))
+    warning = stages.untrained_warning(p, t, metrics)
+    if warning:
+        typer.echo(warning, err=True)
 
 
 @app.command()
@@ -114,13 +117,18 @@ def sweep(params: ParamsOpt = Path("params.yaml"),
 def estimate(params: ParamsOpt = Path("params.yaml"),
              trials: Annotated[Path, typer.Option(help="The sweep's trials.")] = Path("reports/sweep/trials.csv"),
              out: Annotated[Path, typer.Option(help="Points, fit and figures.")] = Path("reports/sweep"),
-             threshold: Annotated[Path, typer.Option(help="The estimate.")] = Path("reports/threshold.json")):
+             threshold: Annotated[Path, typer.Option(help="The estimate.")] = Path("reports/threshold.json"),
+             control: Annotated[str | None, typer.Option(
+                 help="A control arm drawn beside the study: RUNS.csv[:key=value], e.g. "
+                      "reports/holdout/runs.csv:holdout=strings")] = None):
     """Fit the threshold from the sweep's trials; write the estimate and the figures (stage `estimate`)."""
     from instdiv.engine import estimate as estimates
     from instdiv.params import load_params
 
-    est = estimates.run(load_params(params), trials, out, threshold)
+    est = estimates.run(load_params(params), trials, out, threshold, control)
     typer.echo(estimates.headline(est))
+    if est.get("control"):
+        typer.echo("control (" + est["control"]["arm"] + "): " + estimates.headline(est["control"]))
 
 
 @app.command()

@@ -171,9 +171,16 @@ class EvaluateConfig(Section):
     section: ClassVar[str] = "evaluate"
     batch_size: int = 512  # rows decoded at once, in every evaluation (stages, validation, sweep trials)
     n_samples: int = 40  # predictions written beside the metrics for reading by eye
+    # A run counts as trained when its scores on the training instructions (the task's learned_metrics) reach
+    # this; below it the run is reported as untrained: drawn hollow, counted, left out of fits and verdicts.
+    # 0: no judgement (every run counts; for smoke tests of the machinery, not for findings).
+    learned_at: Number = 0.95
 
     def check(self) -> None:
         positive(self, "batch_size")
+        if not 0.0 <= self.learned_at <= 1.0:
+            raise ConfigError(f"evaluate.learned_at={self.learned_at} must be in [0, 1]: an accuracy on the "
+                              "training instructions (0: every run counts)")
         if self.n_samples < 0:
             raise ConfigError(f"evaluate.n_samples={self.n_samples} must be >= 0")
 
@@ -200,28 +207,31 @@ class SweepConfig(Section):
     task: str = "rewrite"  # a task package under instdiv/tasks: its count axis is I, its scores the metrics
     study: str = "rewrite"  # a suffix hashed from the settings keeps different sweeps apart
     # Any Optuna storage URL (sqlite:///, postgresql://...) or journal:<file> for several workers on one
-    # host; null: sqlite:///<repository root>/optuna.db.
+    # host; null: journal:studies/<study>.journal (committed with the reports; several workers on one host).
     storage: str | None = None
     metric: str = "unseen_op_accuracy"
+    # The threshold is where `metric` reaches this fraction of its plateau (the mean at the top of the range,
+    # where models converge to whatever level their scale allows).
     target: Number = 0.5
     instructions: list[int] = Field(default_factory=lambda: [16, 1024])  # threshold: [min, max]; grid: values
     # More grid axes: keys of the task's sections and their values, e.g. {examples_per_instruction: [10, 100]},
     # {skew: [1.0, 0.2]} (rewrite) or {general_percent: [0, 10, 25]} (code). Threshold mode takes one value each.
     axes: dict[str, list] = Field(default_factory=dict)
     total_examples: int | None = None  # the trials' budget N; null: the task's own
-    seeds: list[int] = Field(default_factory=lambda: [0])  # grid: every point once per seed
-    max_trials: int = 7  # threshold mode's budget of training runs
+    # Every point is trained once per seed; a seed draws the rules, the inputs and the initial weights. The
+    # threshold's interval comes from the seeds (instdiv/engine/estimate.py).
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    max_trials: int = 12  # threshold mode's budget of training runs: points x seeds
     workers: int = 1  # processes started by one command; start the command on more machines to add more
     max_retries: int = 2  # a failed or killed trial is retried this often
     heartbeat_seconds: int = 30  # a trial silent for 3 heartbeats counts as killed (RDB storages)
     pruning: bool = False  # prune trials through PyTorchLightningPruningCallback
-    epochs: Number | None = None  # each trial's training budget; null: train.epochs
-    bootstrap: int = 1000  # resamples for the threshold's confidence interval
-    confidence: Number = 0.9
+    epochs: Number | None = None  # each trial's budget in epochs; null: train's (max_steps, else epochs)
+    confidence: Number = 0.9  # of the threshold's interval over seeds
 
     def check(self) -> None:
         s = "sweep"
-        positive(self, "max_trials", "workers", "heartbeat_seconds", "bootstrap")
+        positive(self, "max_trials", "workers", "heartbeat_seconds")
         if not self.instructions or min(self.instructions) <= 0:
             raise ConfigError(f"{s}.instructions={self.instructions} must list positive instruction counts")
         for key, values in self.axes.items():
@@ -233,15 +243,16 @@ class SweepConfig(Section):
             if len(self.instructions) != 2 or self.instructions[0] >= self.instructions[1]:
                 raise ConfigError(f"{s}.instructions={self.instructions}: threshold mode searches a range; give "
                                   "[min, max] with min < max (or use mode: grid for a list)")
-            if self.max_trials < 3:
-                raise ConfigError(f"{s}.max_trials={self.max_trials}: a logistic fit needs at least 3 runs")
+            if self.max_trials < 3 * len(self.seeds):
+                raise ConfigError(f"{s}.max_trials={self.max_trials}: each seed's logistic fit needs 3 values of I, "
+                                  f"so {len(self.seeds)} seeds need at least {3 * len(self.seeds)} runs")
             if any(len(values) > 1 for values in self.axes.values()):
                 raise ConfigError(f"{s}.axes: threshold mode searches I alone; give one value per axis, or use "
                                   "mode: grid")
         if len(set(self.instructions)) != len(self.instructions):
             raise ConfigError(f"{s}.instructions={self.instructions} lists a value twice")
         if not 0.0 < self.target < 1.0:
-            raise ConfigError(f"{s}.target={self.target} must be between 0 and 1 (an accuracy)")
+            raise ConfigError(f"{s}.target={self.target} must be between 0 and 1 (a fraction of the plateau)")
         if not 0.5 <= self.confidence < 1.0:
             raise ConfigError(f"{s}.confidence={self.confidence} must be in [0.5, 1)")
         if self.max_retries < 0:
@@ -250,8 +261,8 @@ class SweepConfig(Section):
             positive(self, "epochs")
         if self.total_examples is not None:
             positive(self, "total_examples")
-        if not self.seeds:
-            raise ConfigError(f"{s}.seeds must list at least one seed")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{s}.seeds={self.seeds} must list distinct seeds, at least one")
 
 
 ENGINE_SECTIONS: dict[str, type[Section]] = {

@@ -58,7 +58,8 @@ def exact_match_scores(task, model, tok: Tokenizer, tables: dict[str, pa.Table],
         pred = predict(model, es, tok, batch_size, device)
         correct = (pred == es.targets).all(1)
         for key, value in accuracies(correct, es.group, task.groups).items():
-            metrics[f"{name}_{key}"] = value
+            if value == value:  # a group without rows (no no-ops in the data) has no score
+                metrics[f"{name}_{key}"] = value
         metrics[f"{name}_examples"] = len(correct)
         if n_samples:
             pick = np.sort(rng.permutation(len(correct))[:n_samples])

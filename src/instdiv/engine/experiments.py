@@ -21,6 +21,7 @@ import yaml
 from pydantic import Field
 
 from instdiv.config import PRESETS_DIR, Section, parse
+from instdiv.engine import findings as verdicts
 from instdiv.engine import sweep
 from instdiv.errors import ConfigError
 from instdiv.params import Params, params_from_dict, params_type
@@ -49,6 +50,9 @@ class ExperimentConfig(Section):
     # (the paper's largest to our largest), and its rows {label: values}, matched by position to the
     # series values as the sweep lists them.
     paper_table: dict = Field(default_factory=dict)
+    # The paper's claims this experiment tests, each a contrast between two sets of its points, judged over
+    # seeds (instdiv/engine/findings.py); reports/index.md lists them with their verdicts.
+    findings: list[verdicts.Finding] = Field(default_factory=list)
 
     def check(self) -> None:
         if not self.title:
@@ -91,6 +95,8 @@ def load(name: str, params_path: str | Path = "params.yaml") -> tuple[Experiment
                 raise ConfigError(f"{path}: {where}.{section} is not a section of {params_path} with keys to "
                                   "override")
             base[section] = {**(base.get(section) or {}), **values}
+    # One study name per experiment, so its journal is studies/exp-<name>.journal (experiments/dvc.yaml).
+    base.setdefault("sweep", {})["study"] = f"exp-{name}"
     params = params_from_dict(base, source=f"{params_path} + {path} ({exp.scale} scale)")
     task = params.task()
     exp = exp.replace(x=exp.x or task.count_axis, series=exp.series or task.count_axis,
@@ -103,6 +109,19 @@ def load(name: str, params_path: str | Path = "params.yaml") -> tuple[Experiment
     for key in (exp.x, exp.series, exp.panel):
         if key is not None and key not in axes:
             raise ConfigError(f"{path}: '{key}' is not an axis of this sweep (axes: {', '.join(axes)})")
+    for k, finding in enumerate(exp.findings):
+        if finding.metric is not None and not re.fullmatch(task.metric_pattern, finding.metric):
+            raise ConfigError(f"{path}: findings[{k}].metric '{finding.metric}' is not a metric task {task.name} "
+                              "reports")
+        for side in ("higher", "lower"):
+            for key, value in getattr(finding, side).items():
+                if key not in axes:
+                    raise ConfigError(f"{path}: findings[{k}].{side}.{key}: not an axis of this sweep (axes: "
+                                      f"{', '.join(axes)})")
+                # (at paper scale the grid differs: a finding whose points are not in it is not testable there)
+                if exp.scale == "laptop" and str(sweep.encode(value)) not in map(str, _values(params, key)):
+                    raise ConfigError(f"{path}: findings[{k}].{side}.{key}={value} is not among the sweep's values "
+                                      f"{_values(params, key)}")
     if params.sweep.mode != "grid":
         raise ConfigError(f"{path}: experiments run grid sweeps; set params.sweep.mode: grid")
     if exp.paper_table:
@@ -157,34 +176,66 @@ def run(name: str, params_path: str | Path = "params.yaml") -> dict:
 
 
 def report(name: str, exp: ExperimentConfig, params: Params, frame: pd.DataFrame) -> dict:
+    """reports/<name>/: each point's mean over the seeds that learned their training instructions, with its
+    interval over seeds; every run in the figure (hollow where untrained); the findings and their verdicts."""
     out = REPORTS_DIR / name
     task = params.task()
     metric = re.compile(task.metric_pattern)
     done = frame[frame["state"] == "COMPLETE"].copy()
+    done["learned"] = done["learned"].fillna(True).astype(bool) if "learned" in done else True
     keys = list(dict.fromkeys(k for k in (exp.panel, exp.series, exp.x) if k is not None))
     missing = [m for m in exp.metrics if m not in done]
     if missing:
         raise ConfigError(f"experiments/{name}.yaml: metrics {missing} were not measured (measured: "
                           f"{', '.join(c for c in done if metric.fullmatch(c))}); name a test split the data has")
-    present = [c for c in done if metric.fullmatch(c)]
-    points = done.groupby(keys, dropna=False)[present].mean().reset_index()
-    points["seeds"] = done.groupby(keys, dropna=False).size().to_numpy()
+    present = [c for c in done if metric.fullmatch(c) or c.endswith("_in_train")]
+    points = _points(done, keys, present, exp.metrics, params.sweep.confidence)
     axes = sweep.axis_names(params)
     extra = [task.point_columns(_point_params(params, row), axes) for row in points.to_dict("records")]
     for column in dict.fromkeys(k for e in extra for k in e):
         points[column] = [e.get(column) for e in extra]
     points.to_csv(out / "points.csv", index=False)
+    done.to_csv(out / "runs.csv", index=False, columns=[c for c in [*axes, "learned", *present] if c in done])
     minutes = float(done["fit_seconds"].sum() / 60) if "fit_seconds" in done else float("nan")
-    metrics = {"trials": int(len(done)), "training_minutes": round(minutes, 1),
+    judged = [verdicts.evaluate(f, done, f.metric or exp.metrics[0], sweep.encode, params.sweep.confidence)
+              for f in exp.findings]
+    metrics = {"trials": int(len(done)), "untrained": int((~done["learned"]).sum()),
+               "seeds": len(params.sweep.seeds), "training_minutes": round(minutes, 1),
+               "findings": [_finite(f) for f in judged],
                "points": points.round(4).replace({np.nan: None}).to_dict("records")}
     if exp.paper_table:
         table = beside_paper(exp, params, points)
         (out / "table.md").write_text(table + "\n")
         metrics["table"], metrics["table_metric"] = table, exp.metrics[0]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    figure(exp, params, points, out / "figure.png")
+    figure(exp, params, points, done, out / "figure.png")
     write_index()
     return metrics
+
+
+def _finite(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+
+
+def _points(done: pd.DataFrame, keys: list[str], present: list[str], shown: list[str],
+            confidence: float) -> pd.DataFrame:
+    """One row per point: means over its trained runs, `<metric>_low/_high` (the interval over seeds) for the
+    metrics shown, how many seeds trained and how many runs did not."""
+    trained = done[done["learned"]]
+    points = done.groupby(keys, dropna=False).size().rename("runs").reset_index()
+    means = trained.groupby(keys, dropna=False)[present].mean().reset_index()
+    points = points.merge(means, on=keys, how="left")
+    for m in shown:
+        bounds = trained.groupby(keys, dropna=False)[m].apply(
+            lambda v: verdicts.seed_interval(v.tolist(), confidence)[1:]).reset_index(name="_b")
+        bounds[f"{m}_low"] = [b[0] for b in bounds["_b"]]
+        bounds[f"{m}_high"] = [b[1] for b in bounds["_b"]]
+        points = points.merge(bounds.drop(columns="_b"), on=keys, how="left")
+    counts = trained.groupby(keys, dropna=False).size().rename("seeds").reset_index()
+    points = points.merge(counts, on=keys, how="left")
+    points["seeds"] = points["seeds"].fillna(0).astype(int)
+    points["untrained"] = points.pop("runs") - points["seeds"]
+    return points
 
 
 def beside_paper(exp: ExperimentConfig, params: Params, points: pd.DataFrame) -> str:
@@ -213,8 +264,10 @@ def _point_params(params: Params, row: dict) -> Params:
     return sweep.trial_params(params, point)
 
 
-def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Path) -> None:
-    """Rows: the metrics; columns: the panel axis's values; x and one line per series value."""
+def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
+    """Rows: the metrics; columns: the panel axis's values; x and one line per series value: every seed's run
+    (hollow where it did not learn its training instructions) and the mean over trained seeds with its
+    interval over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,20 +283,32 @@ def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Pa
     categorical = any(isinstance(v, str) for v in x_values)
     position = {str(v): i for i, v in enumerate(x_values)}  # categorical x: in the order the sweep lists them
     order = {str(v): i for i, v in enumerate(_values(params, exp.series))}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def xs_of(frame):
+        return [position[str(v)] for v in frame[exp.x]] if categorical else frame[exp.x]
+
     for r, metric in enumerate(exp.metrics):
         for c, panel in enumerate(panels):
             ax = axes[r][c]
             sub = points if panel is None else points[points[exp.panel].astype(str) == str(panel)]
+            mine = runs if panel is None else runs[runs[exp.panel].astype(str) == str(panel)]
             groups = sub.groupby(exp.series, sort=False) if exp.series != exp.x else [(None, sub)]
-            for value, g in sorted(groups, key=lambda item: order.get(str(item[0]), 0)):
-                if categorical:
-                    g = g.assign(_x=[position[str(v)] for v in g[exp.x]]).sort_values("_x")
-                    xs = g["_x"]
-                else:
-                    g = g.sort_values(exp.x)
-                    xs = g[exp.x]
+            for k, (value, g) in enumerate(sorted(groups, key=lambda item: order.get(str(item[0]), 0))):
+                color = colors[k % len(colors)]
+                g = g.assign(_x=xs_of(g)).sort_values("_x")
+                seeds = mine if value is None else mine[mine[exp.series].astype(str) == str(value)]
+                jitter = 0.08 if categorical else 0.0
+                for learned, style in ((True, {"color": color}), (False, {"facecolors": "none", "edgecolors": color})):
+                    part = seeds[seeds["learned"] == learned]
+                    if len(part):
+                        ax.scatter(np.asarray(xs_of(part), float) + jitter * (k - 1), part[metric], s=14,
+                                   alpha=0.45 if learned else 0.9, zorder=2, **style)
                 name = label(task, exp.series, value) if value is not None else metric
-                ax.plot(xs, g[metric], marker="o", label=name)
+                low, high = g.get(f"{metric}_low"), g.get(f"{metric}_high")
+                yerr = None if low is None else np.vstack([(g[metric] - low).fillna(0), (high - g[metric]).fillna(0)])
+                ax.errorbar(g["_x"], g[metric], yerr=yerr, marker="o", ms=4, capsize=2, color=color, label=name,
+                            zorder=3)
             if categorical:
                 ax.set_xticks(range(len(x_values)), [label(task, exp.x, v) for v in x_values])
             elif exp.x_log:
@@ -257,7 +322,9 @@ def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, path: Pa
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, title=exp.series.replace("_", " ") if exp.series != exp.x else None,
                fontsize=8, loc="center right")
-    fig.suptitle(exp.title, fontsize=10)
+    untrained = int((~runs["learned"]).sum())
+    fig.suptitle(f"{exp.title}\nlines: mean over trained seeds, {params.sweep.confidence:.0%} interval over seeds; "
+                 f"dots: each run (hollow: untrained, {untrained} of {len(runs)})", fontsize=9)
     fig.text(0.01, 0.01, "Paper: " + textwrap.fill(" ".join(exp.paper.split()), 140), fontsize=7, va="bottom")
     fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.06, 1 - 2.0 / width, 0.96))
     fig.savefig(path)
@@ -274,19 +341,73 @@ def _table_metric(name: str, exp: ExperimentConfig, metrics: dict) -> str:
     return params_from_dict(yaml.safe_load((REPORTS_DIR / name / "params.yaml").read_text())).task().monitor
 
 
+def _ours(f: dict) -> str:
+    if f.get("difference") is None:
+        return f"{f['seeds']} seeds"
+    ci = f" ({f['confidence']:.0%} interval {f['ci_low']:+.2f} to {f['ci_high']:+.2f})" if f.get("ci_low") is not None \
+        else ""
+    return (f"{f['higher_mean']:.2f} vs {f['lower_mean']:.2f} {f['metric'].replace('_', ' ')}: "
+            f"{f['difference']:+.2f}{ci}, {f['seeds']} seeds")
+
+
+def _threshold_row() -> list[str]:
+    """The main sweep's threshold (reports/threshold.json, the estimate stage) beside the paper's."""
+    path = REPORTS_DIR / "threshold.json"
+    if not path.is_file():
+        return []
+    est = json.loads(path.read_text())
+    band = (300, 500)
+    t = est.get("threshold_instructions")
+    if t is None or est.get("ci_low") is None:
+        ours = f"not located ({est.get('seeds_located', 0)} of {est.get('seeds')} seeds)"
+    else:
+        ours = (f"{t:.0f} ({est['confidence']:.0%} interval {est['ci_low']:.0f}-{est['ci_high']:.0f}), "
+                f"{est['seeds']} seeds, {est['runs']} runs, {est['untrained_runs']} untrained")
+    unseen = est.get("mean_unseen_patterns_in_train")
+    if unseen is not None:
+        ours += f"; {unseen:.0%} of unseen patterns occur in training"
+    v = verdicts.threshold_verdict(est, band, "26 letters, strings of 3 and inputs of 10 (paper: 20 and 50); "
+                                              "N = 50,000 (paper 10^6); a 4-layer d64 GPT")
+    rows = [f"| Generalization to unseen rules appears at a threshold number of rules (`dvc repro`, "
+            f"[figure](sweep/phase_diagram.png)) | {ours} | sharp transition at about {band[0]}-{band[1]} rules "
+            f"| {v['verdict']} | {v['why']} |"]
+    c = est.get("control")
+    if c and t is not None and c.get("threshold_instructions") is not None and c.get("ci_low") is not None:
+        apart = c["ci_high"] < est["ci_low"] or c["ci_low"] > est["ci_high"]
+        rows.append(f"| The threshold is about new rules, not new pairings of seen strings (control: {c['arm']}, "
+                    f"[figure](sweep/phase_diagram.png)) | {c['threshold_instructions']:.0f} ({c['confidence']:.0%} "
+                    f"interval {c['ci_low']:.0f}-{c['ci_high']:.0f}) with the unseen rules' strings held out, "
+                    f"{c['seeds']} seeds, {c['runs']} runs, {c['untrained_runs']} untrained | the paper's unseen "
+                    f"strings are never seen in training | {verdicts.DIFFERS if apart else verdicts.REPRODUCED} | "
+                    + ("the intervals do not overlap" if apart else "the intervals overlap") + " |")
+    return rows
+
+
 def write_index() -> None:
-    """reports/index.md: every experiment that has a report, its figure and the paper's finding."""
-    lines = ["# Experiments", "", "Generated by `instdiv experiment`; one section per experiment with a report.", ""]
+    """reports/index.md: one table of findings (ours with its interval over seeds, the paper's, the verdict and
+    why), then every experiment that has a report: its figure, the paper's finding and its points."""
+    rows = _threshold_row()
+    sections = []
     for name in names():
         out = REPORTS_DIR / name
         if not (out / "metrics.json").is_file():
             continue
         exp = declaration(name)
         metrics = json.loads((out / "metrics.json").read_text())
-        lines += [f"## {exp.title}", "", f"`dvc repro experiments/dvc.yaml:experiment@{name}`: "
-                  f"{metrics['trials']} training runs, {metrics['training_minutes']} minutes of training.", "",
-                  f"![{name}]({name}/figure.png)", "", f"**Paper:** {' '.join(exp.paper.split())}", ""]
+        for f in metrics.get("findings", []):
+            rows.append(f"| {f['claim']} ([{name}]({name}/figure.png)) | {_ours(f)} | {f['paper']} | {f['verdict']} "
+                        f"| {f['why']} |")
+        untrained = metrics.get("untrained")
+        sections += [f"## {exp.title}", "", f"`dvc repro experiments/dvc.yaml:experiment@{name}`: "
+                     f"{metrics['trials']} training runs"
+                     + (f" ({untrained} untrained: left out of means and verdicts)" if untrained is not None else "")
+                     + f", {metrics['training_minutes']} minutes of training.", "",
+                     f"![{name}]({name}/figure.png)", "", f"**Paper:** {' '.join(exp.paper.split())}", ""]
         if "table" in metrics:
-            lines += [f"Ours / paper ({_table_metric(name, exp, metrics)}):", "", metrics["table"], ""]
-        lines += [pd.DataFrame(metrics["points"]).to_markdown(index=False), ""]
+            sections += [f"Ours / paper ({_table_metric(name, exp, metrics)}):", "", metrics["table"], ""]
+        sections += [pd.DataFrame(metrics["points"]).to_markdown(index=False), ""]
+    lines = ["# Results", "", "Generated by `instdiv estimate` and `instdiv experiment`. A run counts only when its "
+             "model learned its training rules (seen accuracy >= evaluate.learned_at); intervals come from the "
+             "seeds (Student t over per-seed values).", "",
+             "| finding | ours | paper | verdict | why |", "|---|---|---|---|---|", *rows, "", *sections]
     (REPORTS_DIR / "index.md").write_text("\n".join(lines))

@@ -102,14 +102,35 @@ def evaluate(params, task, data_dir: Path, model_path: Path, report_dir: Path, s
     """Score the model on the task's test splits; write metrics.json and predictions.csv to `report_dir` and
     add both to the model's MLflow run."""
     check_infrastructure(params, training=False)
-    tables, _ = task.read(data_dir, tests_only=True)
+    tables, manifest = task.read(data_dir, tests_only=True)
     dev = device()
     network, extras = models.load(model_path, dev, stage)
     metrics, samples = task.score(network, tokenizer(params, task), tables, params, extras["prompt_width"], dev,
                                   params.evaluate.n_samples)
+    metrics = judged(params, task, metrics, manifest.get("overlap", {}))
     record_evaluation(params, model_path, metrics, samples, report_dir / "metrics.json",
                       report_dir / "predictions.csv")
     return metrics
+
+
+def judged(params, task, metrics: dict, overlap: dict) -> dict:
+    """The scores with what a reader needs to trust them: whether the model learned its training instructions
+    (`learned`, when the task judges it) and how much of the unseen data occurs in training (`overlap`)."""
+    out = {**metrics, **overlap}
+    learned = task.learned(metrics, params.evaluate.learned_at)
+    if learned is not None:
+        out["learned"] = learned
+    return out
+
+
+def untrained_warning(params, task, metrics: dict) -> str | None:
+    """One line for a run that did not learn its training instructions, or None."""
+    if metrics.get("learned", True):
+        return None
+    low = ", ".join(f"{m} {metrics[m]:.3f}" for m in task.learned_metrics
+                    if metrics.get(m) is not None and metrics[m] < params.evaluate.learned_at)
+    return (f"UNTRAINED: {low} < evaluate.learned_at={params.evaluate.learned_at}: the model did not learn its "
+            "training instructions, so this run says nothing about generalization (raise train.max_steps)")
 
 
 def record_evaluation(params, model_path: Path, metrics: dict, samples, metrics_path: Path,

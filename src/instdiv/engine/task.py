@@ -38,9 +38,12 @@ class Task:
     count_label: ClassVar[str] = "distinct training instructions I"
     budget_key: ClassVar[str | None] = None  # the key of its section that sweep.total_examples sets
     groups: ClassVar[tuple[str, ...]] = ()  # row groups scored on their own (see Examples)
-    monitor: ClassVar[str] = "unseen_accuracy"  # validation metric that picks the checkpoint kept
+    monitor: ClassVar[str] = "unseen_accuracy"  # validation metric shown while training and used for pruning
     metrics: ClassVar[tuple[str, ...]] = ("unseen_accuracy",)  # what a sweep may target; its reports show these
     seen_metric: ClassVar[str | None] = None  # the score on training instructions, drawn beside the rest
+    # Scores on the training instructions that must all reach evaluate.learned_at for a run to count as
+    # trained (those the data has: a split without no-ops has no no-op score); none: runs are not judged.
+    learned_metrics: ClassVar[tuple[str, ...]] = ()
     metric_pattern: ClassVar[str] = r"[a-z_]+_accuracy"  # every metric name its scores can take
     columns: ClassVar[tuple[str, ...]] = ()  # columns every split must have (checked on reading)
     stage: ClassVar[str | None] = None  # the DVC stage that writes its data, for messages; None: the CLI's
@@ -54,7 +57,19 @@ class Task:
         """Fail before any work when the settings cannot give the data (raise ConfigError)."""
 
     def write(self, tables: dict[str, pa.Table], params: Params, out_dir: Path) -> dict:
-        return datafiles.write(tables, out_dir, task=self.name, params=getattr(params, self.name).model_dump())
+        return datafiles.write(tables, out_dir, task=self.name, params=getattr(params, self.name).model_dump(),
+                               **self.manifest_extras(tables, params))
+
+    def manifest_extras(self, tables: dict[str, pa.Table], params: Params) -> dict:
+        """What the manifest records beside the files: by default how much of the unseen data's instructions
+        occurs in training (`overlap`), which every evaluation then reports."""
+        overlap = self.overlap(tables)
+        return {"overlap": overlap} if overlap else {}
+
+    def overlap(self, tables: dict[str, pa.Table]) -> dict[str, float]:
+        """How unseen the unseen instructions are: shares of them whose parts occur in the training data, as
+        `<split>_<what>_in_train` (e.g. unseen_patterns_in_train). None by default."""
+        return {}
 
     def read(self, data_dir: Path, tests_only: bool = False) -> tuple[dict[str, pa.Table], dict]:
         """Every split (or the test splits: names starting with "test"), each checked against the manifest's
@@ -99,6 +114,14 @@ class Task:
         return exact_match_scores(self, model, tokenizer, self.test_sets(tables), width,
                                   params.evaluate.batch_size, device, n_samples)
 
+    def learned(self, metrics: dict, bar: float) -> bool | None:
+        """Whether the model learned what it was trained on: every learned_metric present reaches `bar`. None
+        when the task names none or `bar` is 0 (then runs are not judged)."""
+        present = [metrics[m] for m in self.learned_metrics if metrics.get(m) is not None]
+        if not present or bar <= 0:
+            return None
+        return all(v >= bar for v in present)
+
     def headline(self, metrics: dict) -> str:
         return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.endswith("accuracy"))
 
@@ -115,7 +138,9 @@ class Task:
         changes = {k: v for k, v in point.items() if k != "seed"}
         if self.budget_key and params.sweep.total_examples is not None:
             changes.setdefault(self.budget_key, params.sweep.total_examples)
-        train = params.train.replace(seed=point["seed"], epochs=params.sweep.epochs or params.train.epochs)
+        train = params.train.replace(seed=point["seed"])
+        if params.sweep.epochs is not None:  # a budget in epochs instead of train's
+            train = train.replace(epochs=params.sweep.epochs, max_steps=None)
         return params.replace(**{self.name: section.replace(**changes), "train": train})
 
     def check_trial(self, params: Params) -> None:

@@ -180,7 +180,9 @@ def log_evaluation(cfg: TrackingConfig, run_id: str, metrics: dict, files: list[
     so one MLflow run tells the whole story."""
     c = client(cfg)
     for key, value in flatten(metrics, "test/").items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # a judgement (learned), searchable as a tag
+            c.set_tag(run_id, key.replace(".", "/"), str(value).lower())
+        elif isinstance(value, (int, float)):
             c.log_metric(run_id, key.replace(".", "/"), value)
     for path in files:
         c.log_artifact(run_id, str(path), "evaluation")
@@ -213,6 +215,18 @@ def parent_run(cfg: TrackingConfig, name: str, tags: dict, params: dict) -> str:
     run = c.create_run(exp_id, run_name=name, tags={"git_commit": git_commit(), **tags})
     c.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in flatten(params).items()])
     return run.info.run_id
+
+
+def run_exists(cfg: TrackingConfig, run_id: str | None) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return False
+    try:
+        client(cfg).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def child_run(cfg: TrackingConfig, parent: str, name: str, tags: dict) -> str:

@@ -281,11 +281,13 @@ def loaders(tcfg: TrainConfig, data: FitData, eval_batch: int) -> tuple[DataLoad
 
 def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path, resume: bool = False,
         callbacks=(), verbose: bool = True):
-    """Train the model `params.model` describes on in-memory data; return the network with the best weights on
-    the task's monitor (None off rank zero), its family, and what happened.
+    """Train the model `params.model` describes on in-memory data; return the network with its final weights
+    (None off rank zero), its family, and what happened.
 
-    Used by the train stage, every sweep trial and the task's own training stages. `ckpt_dir` holds
-    best.ckpt and last.ckpt.
+    The final weights, not the best on some validation score: the schedule decays to 0, so the end is where
+    training converged, and choosing on unseen validation would tune the model to the quantity a study
+    measures (below the threshold, to noise). Used by the train stage, every sweep trial and the task's own
+    training stages. `ckpt_dir` holds last.ckpt, from which an interrupted run resumes.
     """
     from instdiv import registry
 
@@ -297,15 +299,11 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     network = family.build(params.model, tok, data.block_size)
     lit = LitCausalLM(network, tcfg, total_steps, tok, data)
-    monitor = f"val/{task.monitor}"
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
-                           enable_version_counter=False)
-    # A separate callback for "last": save_last only writes when the best one improved.
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
     progress = [ProgressLine(total_steps, task.monitor)] if verbose else []
     precision = choose_precision(tcfg, family, params.model)
     trainer = build_trainer(tcfg, precision, total_steps, logger=logger,
-                            callbacks=[ckpt, latest, ResumePoint(train_loader.sampler, tcfg.batch_size), *progress,
+                            callbacks=[latest, ResumePoint(train_loader.sampler, tcfg.batch_size), *progress,
                                        *callbacks])
     if verbose:
         log.info("training %s parameters for %d steps on %s examples (%s, %s)%s", f"{network.num_params():,}",
@@ -313,14 +311,12 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
                  trainer.accelerator.__class__.__name__, f"; resuming {last}" if resume else "")
     start = time.time()
     trainer.fit(lit, train_loader, val_loaders, ckpt_path=str(last) if resume else None)
+    final = trainer.callback_metrics.get(f"val/{task.monitor}")
     info = {"steps": trainer.global_step, "total_steps": total_steps,
             "fit_seconds": round(time.time() - start, 1),
-            "best_score": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+            "last_validation": float(final) if final is not None else None,
             "precision": str(trainer.precision)}
     if not trainer.is_global_zero:
         return None, family, info
-    best_path = ckpt.best_model_path or str(last)
-    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
-    lit.load_state_dict(state)
-    info.update(best_checkpoint=Path(best_path).name, parameters=network.num_params())
+    info.update(parameters=network.num_params())
     return network.cpu().eval(), family, info

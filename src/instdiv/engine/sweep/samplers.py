@@ -1,7 +1,11 @@
 """How a sweep chooses its next point: grid mode pops enqueued points (`GridQueueSampler`); threshold mode
-(`ThresholdSampler`) asks `propose` for each trial's I: both ends of the range first, then bisection of the
-bracket where the metric crosses the target, then points around the crossing for the logistic fit
-(instdiv/engine/estimate.py).
+(`ThresholdSampler`) asks `propose` for each new I: both ends of the range first, then bisection of the
+bracket where the metric crosses the target, then points around the crossing for the logistic fits
+(instdiv/engine/estimate.py). Every I is trained once per seed of sweep.seeds: the trial that opens a point
+enqueues the other seeds, which Optuna hands to one worker each.
+
+The target is relative: `sweep.target` times the plateau, the mean score at the top of the range (measured
+first), so a half-way target means the same whatever level the models converge to.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import optuna
 from optuna.trial import TrialState
 
 
-def propose(measured: dict[int, float], pending: set[int], lo: int, hi: int, target: float,
+def propose(measured: dict[int, float], pending: set[int], lo: int, hi: int, target: float | None,
             min_gap: float = 1.1) -> int | None:
-    """The next I to train for locating where the metric crosses `target`, or None when nothing is left.
+    """The next I to train for locating where the metric crosses `target`, or None when nothing is left (or,
+    with `target` None, nothing before the plateau is known).
 
     `measured` maps I to its mean metric, `pending` holds I being trained. Ends of the range first, then
     the geometric middle of the bracket [largest I below target, smallest I at or above it], then points
@@ -24,6 +29,8 @@ def propose(measured: dict[int, float], pending: set[int], lo: int, hi: int, tar
     for end in (hi, lo):
         if end not in taken:
             return end
+    if target is None:
+        return None
     above = [i for i, v in measured.items() if v >= target]
     if not above:
         return None  # the crossing lies above the range: sweep.instructions must reach higher
@@ -38,6 +45,16 @@ def propose(measured: dict[int, float], pending: set[int], lo: int, hi: int, tar
             if lo <= c <= hi and all(max(c, t) / min(c, t) >= min_gap for t in taken):
                 return c
     return None
+
+
+# Below this at the top of the range there is no plateau to take a fraction of: the search stops and says so.
+MIN_PLATEAU = 0.05
+
+
+def relative_target(measured: dict[int, float], hi: int, fraction: float) -> float | None:
+    """The absolute target: `fraction` of the plateau, the mean at the top of the range; None until measured,
+    or when the top of the range has not generalized at all."""
+    return fraction * measured[hi] if measured.get(hi, 0.0) >= MIN_PLATEAU else None
 
 
 def points_so_far(study: optuna.Study, metric: str, axis: str, exclude: int | None = None) -> tuple[dict, set]:
@@ -73,10 +90,13 @@ class GridQueueSampler(optuna.samplers.BaseSampler):
 
 
 class ThresholdSampler(optuna.samplers.BaseSampler):
-    """Chooses each trial's instruction count with `propose`; every other parameter has one value."""
+    """Chooses the I of each trial that opens a point with `propose`, and enqueues that I for the other seeds;
+    every other parameter has one value (a trial popped from the queue is never sampled)."""
 
-    def __init__(self, lo: int, hi: int, target: float, metric: str, axis: str):
-        self.lo, self.hi, self.target, self.metric, self.axis = lo, hi, target, metric, axis
+    def __init__(self, lo: int, hi: int, fraction: float, metric: str, axis: str, seeds: list[int],
+                 fixed: dict):
+        self.lo, self.hi, self.fraction, self.metric, self.axis = lo, hi, fraction, metric, axis
+        self.seeds, self.fixed = seeds, fixed
 
     def infer_relative_search_space(self, study, trial):
         return {}
@@ -85,12 +105,12 @@ class ThresholdSampler(optuna.samplers.BaseSampler):
         return {}
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        if param_name == self.axis:
-            measured, pending = points_so_far(study, self.metric, self.axis, exclude=trial.number)
-            choice = propose(measured, pending, self.lo, self.hi, self.target)
-            # Another worker took the last open point meanwhile: replicate at the current crossing.
-            return choice if choice is not None else self.hi if not measured else \
-                min(measured, key=lambda i: abs(measured[i] - self.target))
-        return param_distribution.choices[0]
-
-
+        if param_name != self.axis:
+            return param_distribution.choices[0]  # seeds[0] opens a point; one value for every other axis
+        measured, pending = points_so_far(study, self.metric, self.axis, exclude=trial.number)
+        choice = propose(measured, pending, self.lo, self.hi, relative_target(measured, self.hi, self.fraction))
+        if choice is None:  # another worker took the last open point between our check and our ask
+            raise optuna.TrialPruned("no point left to open")
+        for seed in self.seeds[1:]:
+            study.enqueue_trial({self.axis: choice, **self.fixed, "seed": seed})
+        return choice

@@ -1,8 +1,9 @@
 """A sweep's study: its storage, its name (hashed from every setting a trial depends on), its points, its
 creation (with the MLflow parent run and, in grid mode, every point enqueued) and its trials as a table.
 
-Storages are Optuna's: SQLite for one process, a journal file for several on one host, PostgreSQL (or any
-RDB URL) for several machines. With an RDB storage every trial sends heartbeats; a trial whose worker died
+Storages are Optuna's. The default is a journal file per study name, `studies/<sweep.study>.journal`, committed
+with the reports: it serves several worker processes on one host, and a clone on another machine resumes
+the study from it (optuna-dashboard opens it as it is). PostgreSQL (or any RDB URL) serves several machines. With an RDB storage every trial sends heartbeats; a trial whose worker died
 is failed after three silent intervals and retried, as are trials that raised.
 """
 
@@ -28,8 +29,12 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 _READY_TIMEOUT_S = 300
 
 
+STUDIES_DIR = "studies"
+
+
 def storage_url(params) -> str:
-    return params.sweep.storage or f"sqlite:///{tracking.repo_root() / 'optuna.db'}"
+    """sweep.storage, or the study's journal file (a path from the repository root)."""
+    return params.sweep.storage or f"journal:{STUDIES_DIR}/{params.sweep.study}.journal"
 
 
 def dashboard_arg(params) -> str:
@@ -90,7 +95,8 @@ def check_storage(params, seconds: int = 3) -> None:
         path = Path(url.removeprefix("journal:").removeprefix("sqlite:///"))
         # a journal path is taken from the repository root (open_storage), a SQLite one from here (SQLAlchemy)
         folder = (path if path.is_absolute() or url.startswith("sqlite") else tracking.repo_root() / path).parent
-        if not folder.is_dir():
+        # the default's folder (studies/) is made with the study, not by a check
+        if not folder.is_dir() and params.sweep.storage:
             raise ConfigError(f"{key}: the folder {folder} does not exist; create it or fix sweep.storage")
         return
     timeout = {"connect_timeout": seconds} if url.startswith(("postgresql", "mysql")) else {}
@@ -116,6 +122,8 @@ def open_storage(params):
         path = Path(url.removeprefix("journal:"))
         if not path.is_absolute():
             path = tracking.repo_root() / path
+        if not s.storage:
+            path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     import sqlalchemy.exc
 
@@ -146,8 +154,10 @@ def open_study(params) -> optuna.Study:
     s = params.sweep
     storage = open_storage(params)
     name = study_name(params)
+    fixed = {key: encode(values[0]) for key, values in s.axes.items()}
     sampler = ThresholdSampler(min(s.instructions), max(s.instructions), s.target, s.metric,
-                               params.task().count_axis) if s.mode == "threshold" else GridQueueSampler()
+                               params.task().count_axis, s.seeds, fixed) if s.mode == "threshold" \
+        else GridQueueSampler()
     try:
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner(params),
                                     direction="maximize")
@@ -162,14 +172,27 @@ def open_study(params) -> optuna.Study:
         return study
     for key, value in tracking.flatten({"sweep": s.model_dump()}).items():
         study.set_user_attr(key, value)
-    parent = tracking.parent_run(params.tracking, f"study {name}", {"optuna.study": name, "sweep.mode": s.mode},
-                                 params.dump())
-    study.set_user_attr("mlflow_parent_run_id", parent)
+    _new_parent_run(study, params)
     if s.mode == "grid":
         for point in grid_points(params):
             study.enqueue_trial(point)
     study.set_user_attr("ready", True)
     return study
+
+
+def _new_parent_run(study: optuna.Study, params) -> str:
+    name = study.study_name
+    parent = tracking.parent_run(params.tracking, f"study {name}",
+                                 {"optuna.study": name, "sweep.mode": params.sweep.mode}, params.dump())
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    return parent
+
+
+def adopt(study: optuna.Study, params) -> None:
+    """A study resumed from a committed journal on another machine names a parent run this MLflow store does
+    not hold: give it a new one (the trials run here nest under it; earlier ones stay in the journal)."""
+    if not tracking.run_exists(params.tracking, study.user_attrs.get("mlflow_parent_run_id")):
+        _new_parent_run(study, params)
 
 
 def parent_run(params) -> str | None:
@@ -183,7 +206,8 @@ def parent_run(params) -> str | None:
         study = optuna.load_study(study_name=study_name(params), storage=open_storage(params))
     except KeyError:
         return None
-    return study.user_attrs.get("mlflow_parent_run_id")
+    run_id = study.user_attrs.get("mlflow_parent_run_id")
+    return run_id if tracking.run_exists(params.tracking, run_id) else None
 
 
 def trials_frame(study: optuna.Study, axes: list[str]) -> pd.DataFrame:

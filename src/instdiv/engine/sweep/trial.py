@@ -82,10 +82,13 @@ def objective(trial: optuna.Trial, params) -> float:
         network, _, info = fit(p, task, tok, data, logger, tmp / "checkpoints", callbacks=callbacks, verbose=False)
         dev = device()
         scores, samples = task.score(network.to(dev), tok, tables, p, data.width, dev, p.evaluate.n_samples)
+        scores = stages.judged(p, task, scores, manifest.get("overlap", {}))
         samples.to_csv(tmp / "samples.csv", index=False)
         tracking.log_evaluation(params.tracking, run_id, scores, [tmp / "samples.csv"] if len(samples) else [])
     metrics = {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     logger.experiment.set_tag(run_id, "data.train.sha256", digest)
+    if "learned" in scores:
+        trial.set_user_attr("learned", scores["learned"])
     for key, value in metrics.items():
         trial.set_user_attr(key, value)
     trial.set_user_attr("data_sha256", digest)
@@ -98,5 +101,6 @@ def objective(trial: optuna.Trial, params) -> float:
     shown = [m for m in dict.fromkeys([s.metric, *task.metrics]) if m in metrics][:3]
     print(f"trial {trial.number}: {', '.join(f'{k}={v}' for k, v in point.items())} -> "
           + ", ".join(f"{m.replace('_', ' ')} {metrics[m]:.3f}" for m in shown)
+          + ("" if scores.get("learned", True) else " UNTRAINED")
           + f" [{time.time() - start:.0f}s]", flush=True)
     return metrics[s.metric]

@@ -20,8 +20,9 @@ import torch
 from optuna.trial import TrialState
 
 from instdiv.engine import tracking
-from instdiv.engine.sweep.samplers import points_so_far, propose
+from instdiv.engine.sweep.samplers import MIN_PLATEAU, points_so_far, propose, relative_target
 from instdiv.engine.sweep.study import (
+    adopt,
     axis_names,
     dashboard_arg,
     grid_points,
@@ -38,7 +39,8 @@ from instdiv.params import params_from_dict
 log = logging.getLogger(__name__)
 
 def _remaining(study: optuna.Study, params) -> str:
-    """'run' when this worker should start a trial, 'wait' when others may still hand work back, or 'done'."""
+    """'run' when this worker should start a trial, 'wait' when others may still hand work back or, in
+    threshold mode, open the next point with their results, or 'done'."""
     s = params.sweep
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
@@ -47,13 +49,19 @@ def _remaining(study: optuna.Study, params) -> str:
         return "run"
     heartbeats = not storage_url(params).startswith("journal:")  # RDB storages send heartbeats
     if s.mode == "threshold":
-        finished = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+        axis = params.task().count_axis
+        # A point is an I trained once per seed; the budget counts runs (sweep.max_trials).
+        points = {t.params[axis] for t in trials if axis in t.params and t.state != TrialState.FAIL}
         failed = states.count(TrialState.FAIL)
-        measured, pending = points_so_far(study, s.metric, params.task().count_axis)
-        lo, hi = min(s.instructions), max(s.instructions)
-        budget_left = finished + running < s.max_trials and failed < s.max_trials * (s.max_retries + 1)
-        if budget_left and propose(measured, pending, lo, hi, s.target) is not None:
-            return "run"
+        budget_left = (len(points) + 1) * len(s.seeds) <= s.max_trials and \
+            failed < s.max_trials * (s.max_retries + 1)
+        if budget_left:
+            measured, pending = points_so_far(study, s.metric, axis)
+            lo, hi = min(s.instructions), max(s.instructions)
+            if propose(measured, pending, lo, hi, relative_target(measured, hi, s.target)) is not None:
+                return "run"
+            if running:  # the next point depends on results still being trained
+                return "wait"
     # A running trial may belong to a dead worker: with heartbeats it is failed and retried after the grace
     # period, so wait for it rather than finish with a hole in the sweep.
     return "wait" if running and heartbeats else "done"
@@ -103,6 +111,7 @@ def work(params, threads: int | None = None) -> int:
     the params object, or its plain data (`Params.dump()`) in a worker process."""
     if threads:
         torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial says it
     if isinstance(params, dict):
         params = params_from_dict(params)
     study = open_study(params)
@@ -137,6 +146,7 @@ def run(params, out: Path) -> pd.DataFrame:
     # Created here once, so the workers below only load it; trials that failed without being retried (a
     # Ctrl-C, a crash of the whole command) are enqueued again first.
     study = open_study(params)
+    adopt(study, params)
     fail_dead_workers(study, s.max_retries)  # a command killed earlier left them RUNNING
     retry_unfinished(study, s.max_retries)
     if s.workers == 1:
@@ -155,7 +165,7 @@ def run(params, out: Path) -> pd.DataFrame:
         if missing:
             raise InstdivError(f"{len(missing)} grid points have no completed trial (first: {missing[0]}); see "
                                "the errors above, then rerun the sweep: failed points are retried")
-    elif len(complete) < 3:
+    elif not len(complete) or complete[params.task().count_axis].nunique() < 3:  # a fit needs 3 values of I
         raise InstdivError(_why_stopped(complete, params))
     tracking.end_run(params.tracking, study.user_attrs["mlflow_parent_run_id"])
     return frame
@@ -196,14 +206,14 @@ def _run_workers(params, study: optuna.Study) -> None:
 
 
 def _why_stopped(complete: pd.DataFrame, params) -> str:
-    s = params.sweep
+    s, axis = params.sweep, params.task().count_axis
     if len(complete) and s.metric in complete:
-        best = complete.loc[complete[s.metric].idxmax()]
-        if (complete[s.metric] < s.target).all():
-            return (f"{s.metric} stays below sweep.target={s.target} over sweep.instructions={s.instructions} "
-                    f"(best {best[s.metric]:.3f} at I={best[params.task().count_axis]}): raise the range's max, the "
-                    "training budget (sweep.epochs) or lower sweep.target")
-        if (complete[s.metric] >= s.target).all():
-            return (f"{s.metric} is above sweep.target={s.target} already at I={min(s.instructions)}: lower the "
-                    "range's min or raise sweep.target")
+        means = complete.groupby(axis)[s.metric].mean()
+        top = means.get(max(s.instructions))
+        if top is not None and top < MIN_PLATEAU:
+            return (f"{s.metric} is {top:.3f} at the top of sweep.instructions={s.instructions}: no plateau to "
+                    "measure the threshold against; raise the range's max or the training budget (train.max_steps)")
+        if top is not None and (means >= s.target * top).all():
+            return (f"{s.metric} is above sweep.target={s.target} x its plateau ({top:.3f}) already at "
+                    f"I={min(s.instructions)}: lower the range's min")
     return f"only {len(complete)} trials completed; see the errors above, then rerun the sweep"

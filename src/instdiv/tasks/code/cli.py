@@ -38,26 +38,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command("code-train")
     @friendly
-    def code_train(percent: int, params: ParamsOpt = Path("params.yaml")):
-        """Train the code model on the mix with PERCENT% general-domain rows (stage `code_train@PERCENT`)."""
+    def code_train(percent: int, seed: Annotated[int, typer.Option(help="The model's seed.")] = 0,
+                   params: ParamsOpt = Path("params.yaml")):
+        """Train the code model on the mix with PERCENT% general-domain rows (stage `code_train@PERCENT-SEED`)."""
         from instdiv.params import load_params
         from instdiv.tasks.code import study
 
-        info = study.train(load_params(params), percent)
+        info = study.train(load_params(params), percent, seed)
         if info:
-            typer.echo(f"{study.model_path(percent)}: {info['steps']} steps in {info['fit_seconds']} s, "
-                       f"best validation exact match {info['best_score']:.3f}")
+            typer.echo(f"{study.model_path(percent, seed)}: {info['steps']} steps in {info['fit_seconds']} s, "
+                       f"last validation exact match {info['last_validation']:.3f}")
 
     @app.command("code-eval")
     @friendly
-    def code_eval(percent: int, params: ParamsOpt = Path("params.yaml")):
-        """Run the code model's programs against the hidden tests in the sandbox (stage `code_eval@PERCENT`)."""
+    def code_eval(percent: int, seed: Annotated[int, typer.Option(help="The model's seed.")] = 0,
+                  params: ParamsOpt = Path("params.yaml")):
+        """Run the code model's programs against the hidden tests in the sandbox (stage `code_eval@PERCENT-SEED`)."""
         from instdiv.params import load_params
         from instdiv.tasks.code import study
 
-        m = study.evaluate(load_params(params), percent)
-        typer.echo(f"{percent}% general: pass@1 {m['pass_at_1']:.3f}, parses {m['parse_rate']:.3f} "
-                   f"({m['programs']} held-out programs)")
+        m = study.evaluate(load_params(params), percent, seed)
+        typer.echo(f"{percent}% general, seed {seed}: pass@1 {m['pass_at_1']:.3f}, parses {m['parse_rate']:.3f} "
+                   f"({m['programs']} held-out programs); on its own training programs "
+                   f"{m['train_pass_at_1']:.3f}" + ("" if m.get("learned", True) else " UNTRAINED"))
 
     @app.command("code-report")
     @friendly

@@ -20,7 +20,7 @@ class CodeConfig(Section):
     n_programs: int = 200  # distinct program structures in training
     examples_per_program: int = 10  # each with new constants, phrasings and test inputs
     depth: IntOrRange = Field(default_factory=lambda: [1, 2])  # steps per program before the optional reduction
-    n_test_programs: int = 100  # held-out structures, for test and again for validation
+    n_test_programs: int = 300  # held-out structures, for test and again for validation
     tests_per_program: int = 5  # hidden asserts per example
     seed: int = 0
 
@@ -38,7 +38,7 @@ class MixConfig(Section):
     # One training set per value: the percent of general-domain rows (exact after rounding), as DVC stages
     # mix@<percent>.
     general_percents: list[int] = Field(default_factory=lambda: [0, 5, 10, 15, 20, 25])
-    general_tasks: list[str] = Field(default_factory=lambda: ["rewrite", "arithmetic", "words"])
+    general_tasks: list[str] = Field(default_factory=lambda: list(TASKS))  # every kind (general.py)
     # Real data instead of the synthetic sets: a local .jsonl/.json/.parquet file (Alpaca, OSS-Instruct or
     # chain-of-thought schema) or hf:<dataset name>; null: synthetic.
     code_source: str | None = None
@@ -68,9 +68,14 @@ class CodeModelConfig(Section):
     memory_mb: int = 512  # per program
     workers: int | None = None  # programs run at once; null: the CPU count
     benchmarks: list[str] = Field(default_factory=list)  # HumanEval/MBPP-form files, scored as well
+    # One model per mix and seed (stages code_train@<percent>-<seed>); a seed sets the initial weights and the
+    # order of the data; the held-out programs are the same for every model.
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
 
     def check(self) -> None:
         positive(self, "epochs", "batch_size", "timeout_seconds", "memory_mb")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"code_model.seeds={self.seeds} must list distinct seeds, at least one")
         if self.workers is not None:
             positive(self, "workers")
         for path in self.benchmarks:

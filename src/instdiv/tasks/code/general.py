@@ -1,7 +1,9 @@
 """General-domain instruction tasks answered in plain text, to mix into a code-instruction set.
 
 Each task is one function `(rng, n) -> [(instruction, response), ...]` registered in TASKS: the rewrite task
-of the paper's first half, arithmetic in words, and word transformations.
+of the paper's first half, arithmetic in words, word transformations, sorting, counting, initials,
+comparisons, numbers in words, letter shifts, vowel removal, palindromes and list positions: twelve kinds,
+since their diversity is the variable the paper varies.
 """
 
 from __future__ import annotations
@@ -79,4 +81,93 @@ def words(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
         template, fn = transforms[int(rng.integers(len(transforms)))]
         w = _word(rng)
         out.append((template.format(w=w), fn(w)))
+    return out
+
+
+@task
+def sort_words(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        ws = [_word(rng) for _ in range(int(rng.integers(3, 6)))]
+        out.append((f"Sort these words alphabetically: {', '.join(ws)}.", ", ".join(sorted(ws))))
+    return out
+
+
+@task
+def count_letter(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        w = "".join(_word(rng) for _ in range(2))
+        c = w[int(rng.integers(len(w)))]
+        out.append((f"How many times does the letter '{c}' occur in '{w}'? Answer in words.", number_words(w.count(c))))
+    return out
+
+
+@task
+def acronym(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        ws = [_word(rng) for _ in range(int(rng.integers(2, 6)))]
+        out.append((f"Write the initials of '{' '.join(ws)}' in capital letters.", "".join(w[0] for w in ws).upper()))
+    return out
+
+
+@task
+def compare(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        a, b = (int(v) for v in rng.choice(100, size=2, replace=False))
+        which = "larger" if rng.integers(2) else "smaller"
+        answer = max(a, b) if which == "larger" else min(a, b)
+        out.append((f"Which is {which}, {number_words(a)} or {number_words(b)}?", number_words(answer)))
+    return out
+
+
+@task
+def digits_to_words(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        v = int(rng.integers(0, 1000))
+        out.append((f"Write the number {v} in words.", number_words(v)))
+    return out
+
+
+@task
+def next_letters(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        w = _word(rng)
+        out.append((f"Replace every letter of '{w}' by the next letter of the alphabet (z becomes a).",
+                    "".join(ALPHABET[(ALPHABET.index(c) + 1) % 26] for c in w)))
+    return out
+
+
+@task
+def remove_vowels(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        w = "".join(_word(rng) for _ in range(2))
+        out.append((f"Remove the vowels from '{w}'.", "".join(c for c in w if c not in "aeiou")))
+    return out
+
+
+@task
+def yes_no_palindrome(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        w = _word(rng)
+        if rng.integers(2):
+            w = w + w[::-1][int(rng.integers(0, 2)):]  # a palindrome, odd or even length
+        out.append((f"Is '{w}' the same read backwards? Answer yes or no.", "yes" if w == w[::-1] else "no"))
+    return out
+
+
+@task
+def list_position(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        ws = [_word(rng) for _ in range(int(rng.integers(3, 7)))]
+        k = int(rng.integers(len(ws)))
+        ordinal = ["first", "second", "third", "fourth", "fifth", "sixth"][k]
+        out.append((f"What is the {ordinal} word in: {' '.join(ws)}?", ws[k]))
     return out

@@ -17,52 +17,87 @@ EVALS_DIR = REPORT_DIR / "evals"  # one file per mix, what the report reads
 # Alpaca rows -> average pass@1.
 PAPER = {0: 64.2, 5: 66.2, 10: 67.1, 15: 66.2, 20: 66.0, 25: 64.5}
 def report(params) -> dict:
-    """reports/code/figure.png, points.csv and metrics.json from every mix's evaluation."""
-    rows = []
+    """reports/code/figure.png, points.csv and metrics.json from every mix's and seed's evaluation: per mix the
+    mean pass@1 over the seeds whose models learned their own training programs, with its interval over seeds."""
+    from instdiv.engine.findings import seed_interval
+
+    runs = []
     for percent in params.mix.general_percents:
-        path = EVALS_DIR / f"general-{percent}.json"
-        if not path.is_file():
-            raise DataError(f"{path} not found; evaluate that mix first: dvc repro code_eval@{percent}")
-        m = json.loads(path.read_text())
-        rows.append({"general_percent": percent, "pass_at_1": m["pass_at_1"], "parse_rate": m["parse_rate"],
-                     "programs": m["programs"], "paper_average": PAPER.get(percent)})
+        for seed in params.code_model.seeds:
+            path = EVALS_DIR / f"general-{percent}-seed{seed}.json"
+            if not path.is_file():
+                raise DataError(f"{path} not found; evaluate that model first: "
+                                f"dvc repro experiments/dvc.yaml:code_eval@{percent}-{seed}")
+            m = json.loads(path.read_text())
+            runs.append({"general_percent": percent, "seed": seed, "pass_at_1": m["pass_at_1"],
+                         "parse_rate": m["parse_rate"], "train_pass_at_1": m.get("train_pass_at_1"),
+                         "learned": m.get("learned", True), "programs": m["programs"]})
+    runs = pd.DataFrame(runs)
+    runs.to_csv(REPORT_DIR / "runs.csv", index=False)
+    rows = []
+    confidence = params.sweep.confidence
+    for percent, g in runs.groupby("general_percent"):
+        trained = g[g["learned"].astype(bool)]
+        mean, lo, hi = seed_interval(trained["pass_at_1"].tolist(), confidence)
+        rows.append({"general_percent": percent, "pass_at_1": mean, "pass_at_1_low": lo, "pass_at_1_high": hi,
+                     "parse_rate": trained["parse_rate"].mean(), "train_pass_at_1": g["train_pass_at_1"].mean(),
+                     "seeds": len(trained), "untrained": len(g) - len(trained), "paper_average": PAPER.get(percent)})
     points = pd.DataFrame(rows).sort_values("general_percent")
-    # The binomial standard error of each pass@1 over its held-out programs: how far apart two mixes must
-    # be before the test set alone cannot explain it (one seed each: training adds its own spread).
-    points["pass_at_1_se"] = np.sqrt(points["pass_at_1"] * (1 - points["pass_at_1"]) / points["programs"]).round(4)
-    points.to_csv(REPORT_DIR / "points.csv", index=False)
-    verdict = sweet_spot(points)
-    metrics = {"points": points.replace({np.nan: None}).to_dict("records"), "verdict": verdict}
+    points.round(4).to_csv(REPORT_DIR / "points.csv", index=False)
+    verdict = sweet_spot(runs, confidence)
+    metrics = {"runs": len(runs), "untrained": int((~runs["learned"].astype(bool)).sum()),
+               "points": points.round(4).replace({np.nan: None}).to_dict("records"), "verdict": verdict}
     (REPORT_DIR / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    figure(points, verdict, REPORT_DIR / "figure.png")
+    figure(points, runs, verdict, REPORT_DIR / "figure.png")
     return metrics
 
 
-def sweet_spot(points: pd.DataFrame) -> str:
-    """Says plainly whether a small general-domain share beats both none and the most."""
-    best = points.loc[points["pass_at_1"].idxmax()]
-    at = int(best["general_percent"])
-    none = points[points["general_percent"] == points["general_percent"].min()]["pass_at_1"].iloc[0]
-    most = points[points["general_percent"] == points["general_percent"].max()]["pass_at_1"].iloc[0]
-    lo, hi = points["general_percent"].min(), points["general_percent"].max()
-    se = f"; standard error about {points['pass_at_1_se'].mean():.3f} per point" if "pass_at_1_se" in points else ""
-    if lo < at < hi and best["pass_at_1"] > max(none, most):
-        return (f"a sweet spot appears: pass@1 {best['pass_at_1']:.3f} at {at}% general rows, "
-                f"against {none:.3f} at {lo}% and {most:.3f} at {hi}% (one seed each{se}: check it holds over "
-                "seeds)")
-    return (f"no sweet spot at this scale: the best pass@1 is {best['pass_at_1']:.3f} at "
-            f"{at}% general rows ({none:.3f} at {lo}%, {most:.3f} at {hi}%; one seed each{se})")
+def sweet_spot(runs: pd.DataFrame, confidence: float = 0.9) -> str:
+    """Says plainly whether the paper's sweet spot (10% general rows beating none and 25%) holds over seeds:
+    the per-seed differences of trained models and their interval."""
+    from instdiv.engine.findings import seed_interval
+
+    trained = runs[runs["learned"].astype(bool)] if "learned" in runs else runs
+    by = trained.pivot_table(index="seed", columns="general_percent", values="pass_at_1")
+    percents = sorted(runs["general_percent"].unique())
+    lo_p, hi_p = percents[0], percents[-1]
+    mid = 10 if 10 in percents else percents[len(percents) // 2]  # the paper's best: 2K of 20K
+    untrained = len(runs) - len(trained)
+    out = []
+    for other in (lo_p, hi_p):
+        if mid not in by or other not in by:
+            return f"not testable at this scale: {untrained} of {len(runs)} models did not learn their own programs"
+        diffs = (by[mid] - by[other]).dropna()
+        mean, low, high = seed_interval(diffs.tolist(), confidence)
+        if len(diffs) < 2:
+            return (f"not testable at this scale: {len(diffs)} seed(s) with trained models at {mid}% and {other}% "
+                    f"({untrained} of {len(runs)} models did not learn their own programs)")
+        out.append((other, mean, low, high))
+    spot = all(low > 0 for _, _, low, _ in out)
+    said = "; ".join(f"{mid}% - {other}%: {mean:+.3f} ({confidence:.0%} interval {low:+.3f} to {high:+.3f})"
+                     for other, mean, low, high in out)
+    head = "a sweet spot appears" if spot else "no sweet spot at this scale"
+    return f"{head}: pass@1 {said}, over {len(by)} seeds ({untrained} of {len(runs)} models untrained, left out)"
 
 
-def figure(points: pd.DataFrame, verdict: str, path: Path) -> None:
+def figure(points: pd.DataFrame, runs: pd.DataFrame, verdict: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ours, theirs) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=120)
-    ours.errorbar(points["general_percent"], points["pass_at_1"], yerr=points["pass_at_1_se"], marker="o", capsize=3,
-                  label="pass@1 (held-out programs) +- 1 s.e.")
+    learned = runs["learned"].astype(bool)
+    ours.scatter(runs.loc[learned, "general_percent"], runs.loc[learned, "pass_at_1"], s=14, alpha=0.5,
+                 color="tab:blue")
+    ours.scatter(runs.loc[~learned, "general_percent"], runs.loc[~learned, "pass_at_1"], s=18, facecolors="none",
+                 edgecolors="tab:blue", label=f"untrained models ({(~learned).sum()})")
+    yerr = np.vstack([(points["pass_at_1"] - points["pass_at_1_low"]).fillna(0),
+                      (points["pass_at_1_high"] - points["pass_at_1"]).fillna(0)])
+    ours.errorbar(points["general_percent"], points["pass_at_1"], yerr=yerr, marker="o", capsize=3, color="tab:blue",
+                  label="pass@1 (held-out programs), mean and interval over seeds")
+    ours.plot(points["general_percent"], points["train_pass_at_1"], marker="^", linestyle=":", color="tab:gray",
+              label="pass@1 on its own training programs")
     ours.plot(points["general_percent"], points["parse_rate"], marker="s", linestyle="--", label="parses")
     ours.set_ylim(-0.02, 1.02)
     ours.set_xlabel("general-domain rows (%) at a fixed budget")

@@ -51,7 +51,11 @@ class CodeTask(Task):
     count_axis = "n_programs"
     count_label = "distinct training code programs I"
     metrics = ("pass_at_1", "parse_rate")
-    metric_pattern = r"pass_at_1|parse_rate"
+    metric_pattern = r"(train_)?(pass_at_1|parse_rate)"
+    # pass@1 on programs of the structures it trained on: a model that cannot write those says nothing about
+    # the held-out ones
+    seen_metric = "train_pass_at_1"
+    learned_metrics = ("train_pass_at_1",)
     stage = "code_data"
     columns = tuple(programs.SCHEMA.names)
 
@@ -101,6 +105,12 @@ class CodeTask(Task):
                                                       device)
         metrics.update({f"share_{k}": metrics["statuses"].get(k, 0) / metrics["programs"]
                         for k in sandbox.STATUSES})
+        if "train_programs" in tables:  # as many of its own training programs, drawn once
+            train = tables["train_programs"]
+            pick = np.sort(np.random.default_rng(0).permutation(train.num_rows)[:tables["test"].num_rows])
+            own = train.take(pick).to_pydict()
+            seen, _, _ = self.run_programs(model, tok, own["instruction"], own["test"], params, width, device)
+            metrics.update(train_pass_at_1=seen["pass_at_1"], train_parse_rate=seen["parse_rate"])
         samples = pd.DataFrame({"structure": test["structure"], "instruction": test["instruction"],
                                 "expected": test["target"], "written": written,
                                 "status": [r.status for r in results]}).head(n_samples)
@@ -143,7 +153,7 @@ class CodeTask(Task):
         held-out programs are the same at every point: programs.generate draws them first)."""
         tables = programs.generate(params.code)
         train = mix.build(params.mix, params.mix.general_percents[0], programs.pairs(tables["train"]))
-        return {**tables, "train": train}
+        return {**tables, "train": train, "train_programs": tables["train"]}
 
     def write_trial(self, tables, params, out_dir):
         """What a trial logs as its training data: the mix."""

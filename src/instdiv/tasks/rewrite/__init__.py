@@ -27,7 +27,9 @@ class RewriteTask(Task):
     # accuracy floors at the no-op share, not at 0.
     monitor = "unseen_op_accuracy"
     metrics = ("seen_accuracy", "unseen_accuracy", "unseen_op_accuracy")
-    seen_metric = "seen_accuracy"
+    seen_metric = "seen_op_accuracy"
+    # A model that learned its rules applies them (op) and leaves inputs without the pattern alone (no-op).
+    learned_metrics = ("seen_op_accuracy", "seen_noop_accuracy")
     metric_pattern = r"[a-z_]+_(accuracy|op_accuracy|noop_accuracy)"
     columns = generator.COLUMNS
     stage = "generate"
@@ -40,7 +42,24 @@ class RewriteTask(Task):
 
     def write(self, tables, params, out_dir: Path) -> dict:
         cfg = params.rewrite
-        return datafiles.write(tables, out_dir, task=self.name, params=cfg.model_dump(), holdout=cfg.holdout)
+        return datafiles.write(tables, out_dir, task=self.name, params=cfg.model_dump(), holdout=cfg.holdout,
+                               **self.manifest_extras(tables, params))
+
+    def overlap(self, tables) -> dict[str, float]:
+        """For each split of unseen rules: the share of its rules whose pattern is a training pattern, and
+        whose replacement is a training pattern or replacement. With 8 letters and length 3 most are (512
+        patterns in all); with 26 letters few, and none of the patterns under holdout: patterns."""
+        train = tables["train"]
+        patterns = set(train.column("pattern").to_pylist())
+        strings = patterns | set(train.column("replacement").to_pylist())
+        shares = {}
+        for name, table in self.test_sets(tables).items():
+            if name == "seen":
+                continue
+            rules = set(zip(table.column("pattern").to_pylist(), table.column("replacement").to_pylist()))
+            shares[f"{name}_patterns_in_train"] = round(sum(p in patterns for p, _ in rules) / len(rules), 4)
+            shares[f"{name}_replacements_in_train"] = round(sum(r in strings for _, r in rules) / len(rules), 4)
+        return shares
 
     def tokenizer(self, params):
         return text.TOKENIZER
@@ -53,8 +72,9 @@ class RewriteTask(Task):
         return text.sequence_lengths(params.rewrite)
 
     def headline(self, metrics: dict) -> str:
-        return (f"seen accuracy {metrics['seen_accuracy']:.3f} | unseen accuracy {metrics['unseen_accuracy']:.3f} "
-                f"(op {metrics['unseen_op_accuracy']:.3f}, no-op {metrics['unseen_noop_accuracy']:.3f})")
+        groups = ", ".join(f"{g.replace('noop', 'no-op')} {metrics[f'unseen_{g}_accuracy']:.3f}" for g in self.groups
+                           if f"unseen_{g}_accuracy" in metrics)
+        return f"seen accuracy {metrics['seen_accuracy']:.3f} | unseen accuracy {metrics['unseen_accuracy']:.3f} ({groups})"
 
     def trial_params(self, params, point: dict):
         """The point's axes in `rewrite` (its seed included: each seed draws its own rules); a budget N from
@@ -66,7 +86,9 @@ class RewriteTask(Task):
             changes.setdefault("examples_per_instruction", None)
         if changes.get("examples_per_instruction") is not None:
             changes["total_examples"] = None
-        train = params.train.replace(seed=point["seed"], epochs=params.sweep.epochs or params.train.epochs)
+        train = params.train.replace(seed=point["seed"])
+        if params.sweep.epochs is not None:  # a budget in epochs instead of train's
+            train = train.replace(epochs=params.sweep.epochs, max_steps=None)
         return params.replace(rewrite=params.rewrite.replace(**changes), train=train)
 
     def label(self, axis: str, value) -> str | None:
@@ -75,13 +97,16 @@ class RewriteTask(Task):
         return None
 
     def point_columns(self, params, axes: list[str]) -> dict:
-        """Under skew, how many rules the examples effectively cover (exp entropy) and hold 99% of them."""
+        """Under skew, how many rules the examples effectively cover (exp entropy) and hold 99% of them, and the
+        share of the examples that is the one-per-rule floor (the realised distribution, not the nominal)."""
         if "skew" not in axes:
             return {}
         cfg = params.rewrite
         counts = generator.split_counts(cfg.train_examples, cfg.n_instructions, cfg.skew)
         return {"effective_instructions": round(generator.effective_instructions(counts), 1),
-                "instructions_holding_99pct": generator.instructions_holding(counts, 0.99)}
+                "instructions_holding_99pct": generator.instructions_holding(counts, 0.99),
+                # the one example every rule keeps whatever the power law says: beyond the nominal curve
+                "floor_share": round(cfg.n_instructions / cfg.train_examples, 4)}
 
 
 TASK = RewriteTask()

@@ -30,9 +30,10 @@ class RewriteConfig(Section):
     # a share ((k+1)/I)^a - (k/I)^a of the examples, at least one. null or 1: uniform; a < 1 concentrates
     # the examples on the first instructions.
     skew: Number | None = None
-    # "pairs": unseen rules are new (pattern, replacement) pairs; "patterns": their patterns never occur in
-    # training either (stricter: with a small alphabet every pattern is soon seen in training).
-    holdout: Literal["pairs", "patterns"] = "pairs"
+    # "pairs": unseen rules are new (pattern, replacement) pairs; "patterns": their patterns are no training
+    # rule's pattern either; "strings": neither of their strings is a training rule's pattern or replacement
+    # (the paper's families experiment). With a small alphabet most strings are soon seen in training.
+    holdout: Literal["pairs", "patterns", "strings"] = "pairs"
     n_unseen_instructions: int = 256
     n_test_examples: int = 2_000
     n_valid_examples: int = 512

@@ -118,9 +118,10 @@ def check_feasible(cfg: RewriteConfig) -> None:
             f"pattern_length={cfg.pattern_length}, replacement_length={cfg.replacement_length} allow only "
             f"{capacity}; lower rewrite.n_instructions or rewrite.n_unseen_instructions, or enlarge the "
             "alphabet or the lengths")
-    if cfg.holdout == "patterns" and 2 * cfg.n_unseen_instructions >= pattern_capacity(cfg):
+    held = {"pairs": 0, "patterns": 2, "strings": 4}[cfg.holdout] * cfg.n_unseen_instructions
+    if held and held >= pattern_capacity(cfg):
         raise ConfigError(
-            f"rewrite.holdout=patterns holds out the patterns of 2 x {cfg.n_unseen_instructions} unseen "
+            f"rewrite.holdout={cfg.holdout} holds out {held} strings of 2 x {cfg.n_unseen_instructions} unseen "
             f"rules, but only {pattern_capacity(cfg)} patterns exist; lower rewrite.n_unseen_instructions, "
             "use holdout: pairs, or lengthen rewrite.pattern_length")
 
@@ -151,16 +152,18 @@ def _all_rules(cfg: RewriteConfig) -> list[Rule]:
     return [(p, r) for p in words(cfg.pattern_length) for r in reps if p != r]
 
 
-def _collect(n: int, draw, taken: set[Rule], banned_patterns: frozenset[str]) -> list[tuple]:
+def _collect(n: int, draw, taken: set[Rule], banned_patterns: frozenset[str],
+             banned_replacements: frozenset[str] = frozenset()) -> list[tuple]:
     """Up to n new rows (pattern, replacement, ...) from `draw(batch)`, by rejection: no identity rule, none
-    in `taken`, no banned pattern. Stops early when 50 batches in a row bring nothing new."""
+    in `taken`, no banned pattern or replacement. Stops early when 50 batches in a row bring nothing new."""
     rows: list[tuple] = []
     stalls = 0
     while len(rows) < n and stalls < 50:
         before = len(rows)
         for row in draw(2 * (n - len(rows)) + 16):
             rule = row[:2]
-            if rule[0] != rule[1] and rule not in taken and rule[0] not in banned_patterns:
+            if rule[0] != rule[1] and rule not in taken and rule[0] not in banned_patterns \
+                    and rule[1] not in banned_replacements:
                 rows.append(row)
                 taken.add(rule)
                 if len(rows) == n:
@@ -176,15 +179,16 @@ def _too_few(found: int, n: int, what: str = "rules") -> ConfigError:
 
 
 def sample_rules(rng: np.random.Generator, n: int, cfg: RewriteConfig, taken: set[Rule],
-                 banned_patterns: frozenset[str] = frozenset()) -> list[Rule]:
-    """n distinct rules, none in `taken` nor using a banned pattern; adds them to `taken`."""
+                 banned_patterns: frozenset[str] = frozenset(),
+                 banned_replacements: frozenset[str] = frozenset()) -> list[Rule]:
+    """n distinct rules, none in `taken` nor using a banned pattern or replacement; adds them to `taken`."""
     capacity = rule_capacity(cfg)
     rules: list[Rule] = []
     if capacity <= _ENUMERATE_LIMIT and 4 * (n + len(taken)) > capacity:
         pool = _all_rules(cfg)
         for i in rng.permutation(len(pool)).tolist():
             rule = pool[i]
-            if rule not in taken and rule[0] not in banned_patterns:
+            if rule not in taken and rule[0] not in banned_patterns and rule[1] not in banned_replacements:
                 rules.append(rule)
                 taken.add(rule)
                 if len(rules) == n:
@@ -195,14 +199,15 @@ def sample_rules(rng: np.random.Generator, n: int, cfg: RewriteConfig, taken: se
             reps = _strings(rng, batch, _lengths(rng, batch, cfg.replacement_length), cfg.alphabet_size)
             return zip(pats, reps)
 
-        rules = _collect(n, draw, taken, banned_patterns)
+        rules = _collect(n, draw, taken, banned_patterns, banned_replacements)
         if len(rules) == n:
             return rules
     raise _too_few(len(rules), n)
 
 
 def sample_family_rules(rng: np.random.Generator, n: int, cfg: RewriteConfig, k_range: tuple[int, int],
-                        taken: set[Rule], banned_patterns: frozenset[str] = frozenset()) -> list[tuple]:
+                        taken: set[Rule], banned_patterns: frozenset[str] = frozenset(),
+                        banned_replacements: frozenset[str] = frozenset()) -> list[tuple]:
     """n distinct rules (pattern, replacement, family, k): a family of `cfg.families` and k in `k_range` per
     rule, pattern and replacement both members of that family with that k."""
     names = cfg.families
@@ -216,7 +221,7 @@ def sample_family_rules(rng: np.random.Generator, n: int, cfg: RewriteConfig, k_
             shape = FAMILIES[names[f]]
             yield shape(p, kk), shape(r, kk), names[f], kk
 
-    rows = _collect(n, draw, taken, banned_patterns)
+    rows = _collect(n, draw, taken, banned_patterns, banned_replacements)
     if len(rows) < n:
         raise _too_few(len(rows), n, f"rules of the families {names} with k in {list(k_range)}")
     return rows
@@ -340,6 +345,17 @@ def instructions_holding(counts: np.ndarray, share: float = 0.99) -> int:
     return int(np.searchsorted(np.cumsum(ordered), share * ordered.sum()) + 1)
 
 
+def held_out(holdout: str, rules: list[Rule]) -> tuple[frozenset[str], frozenset[str]]:
+    """The patterns and replacements other rules may not use, given `rules` to keep apart: none (pairs),
+    their patterns as patterns (patterns), or both their strings in either role (strings)."""
+    if holdout == "patterns":
+        return frozenset(p for p, _ in rules), frozenset()
+    if holdout == "strings":
+        both = frozenset(s for rule in rules for s in rule)
+        return both, both
+    return frozenset(), frozenset()
+
+
 def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
     """All splits for a config; the same config gives the same tables."""
     check_feasible(cfg)
@@ -348,15 +364,15 @@ def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
     u = cfg.n_unseen_instructions
     train_k = as_range(cfg.family_k) if cfg.families is not None else None
 
-    def draw_rules(n, k_range, banned=frozenset()) -> tuple[list[Rule], dict]:
+    def draw_rules(n, k_range, banned=(frozenset(), frozenset())) -> tuple[list[Rule], dict]:
         """n rules (family members when k_range is given) and their extra columns."""
         columns = {}
         if k_range is not None:
-            rows = sample_family_rules(rng, n, cfg, k_range, taken, banned)
+            rows = sample_family_rules(rng, n, cfg, k_range, taken, *banned)
             rules = [row[:2] for row in rows]
             columns = {"family": [row[2] for row in rows], "k": [row[3] for row in rows]}
         else:
-            rules = sample_rules(rng, n, cfg, taken, banned)
+            rules = sample_rules(rng, n, cfg, taken, *banned)
             if cfg.families is not None:
                 columns = {"family": ["unconstrained"] * n, "k": [1] * n}
         if cfg.encrypt:
@@ -366,9 +382,8 @@ def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
     # Unseen rules first, so that under holdout=patterns the training rules can avoid their patterns.
     test_unseen_rules = draw_rules(u, train_k)
     valid_unseen_rules = draw_rules(u, train_k)
-    banned = frozenset(p for p, _ in test_unseen_rules[0] + valid_unseen_rules[0]) \
-        if cfg.holdout == "patterns" else frozenset()
-    train_rules = draw_rules(cfg.n_instructions, train_k, banned)
+    train_rules = draw_rules(cfg.n_instructions, train_k,
+                             held_out(cfg.holdout, test_unseen_rules[0] + valid_unseen_rules[0]))
 
     i = cfg.n_instructions
     train_ids = np.arange(i)
@@ -395,7 +410,7 @@ def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
     tables["test_unseen"] = examples(test_unseen_rules, test_ids, cfg.n_test_examples)
     if cfg.families is not None:
         # Further unseen rules: the same families at k below the training range, and unconstrained rules.
-        trained = frozenset(p for p, _ in train_rules[0]) if cfg.holdout == "patterns" else frozenset()
+        trained = held_out(cfg.holdout, train_rules[0])
         extra = {"test_small_k": small_k(cfg), "test_unconstrained": None}
         for name, k_range in extra.items():
             if name == "test_small_k" and k_range is None:
