@@ -146,7 +146,9 @@ def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control:
     done = trials[trials["state"] == "COMPLETE"].copy() if "state" in trials else trials.iloc[:0]
     if cfg.metric not in done or x not in done:
         raise DataError(f"{trials_path} holds no completed trial with {cfg.metric}; finish the sweep: dvc repro sweep")
-    done["learned"] = done["learned"].astype(bool) if "learned" in done else True
+    from instdiv.engine.findings import judge_runs
+
+    done["learned"] = judge_runs(task, done, params.evaluate.learned_at)
     used = done[done["learned"]]
     if used[x].nunique() < 3:
         raise DataError(f"{trials_path}: {len(used)} trained runs at {used[x].nunique()} values of {x} "
@@ -242,7 +244,7 @@ def phase_diagram(done: pd.DataFrame, est: dict, metric: str, x: str, x_label: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(10.5, 4.6), dpi=120)
     learned = done["learned"].astype(bool) if "learned" in done else pd.Series(True, index=done.index)
     if seen in done:
         ax.scatter(done[x], done[seen], marker="s", s=18, color="tab:gray", alpha=0.6,
@@ -287,7 +289,7 @@ def phase_diagram(done: pd.DataFrame, est: dict, metric: str, x: str, x_label: s
     ax.set_xlabel(f"{x_label} (log scale)")
     ax.set_ylabel("exact-match accuracy" if "accuracy" in metric else metric.replace("_", " "))
     ax.set_title(f"Generalization to unseen instructions ({len(done)} runs, {est['seeds']} seeds)")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -182,7 +182,7 @@ def report(name: str, exp: ExperimentConfig, params: Params, frame: pd.DataFrame
     task = params.task()
     metric = re.compile(task.metric_pattern)
     done = frame[frame["state"] == "COMPLETE"].copy()
-    done["learned"] = done["learned"].fillna(True).astype(bool) if "learned" in done else True
+    done["learned"] = verdicts.judge_runs(task, done, params.evaluate.learned_at)
     keys = list(dict.fromkeys(k for k in (exp.panel, exp.series, exp.x) if k is not None))
     missing = [m for m in exp.metrics if m not in done]
     if missing:
@@ -313,6 +313,8 @@ def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, runs: pd
                 ax.set_xticks(range(len(x_values)), [label(task, exp.x, v) for v in x_values])
             elif exp.x_log:
                 ax.set_xscale("log")
+                ax.set_xticks([float(v) for v in x_values], [label(task, exp.x, v) for v in x_values])
+                ax.minorticks_off()
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel(exp.x.replace("_", " "))
             if c == 0:

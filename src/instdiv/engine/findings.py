@@ -33,6 +33,18 @@ class Finding(Section):
     note: str = ""  # what differs from the paper's setting, shown as part of "why"
 
 
+def judge_runs(task, runs: pd.DataFrame, bar: float) -> pd.Series:
+    """Whether each run learned its training instructions, judged now from its recorded scores (so changing
+    evaluate.learned_at re-judges finished studies); without those scores, as recorded (`learned`), else
+    learned."""
+    recorded = runs["learned"] if "learned" in runs else pd.Series(True, index=runs.index)
+    out = []
+    for row, was in zip(runs.to_dict("records"), recorded):
+        now = task.learned(row, bar)
+        out.append(bool(now) if now is not None else (bool(was) if was == was else True))  # NaN: unrecorded
+    return pd.Series(out, index=runs.index, dtype=bool)
+
+
 def _matches(frame: pd.DataFrame, where: dict, encode) -> pd.Series:
     """Rows whose axes hold the given values (list-valued axes, e.g. families, as JSON as in trials.csv)."""
     keep = pd.Series(True, index=frame.index)

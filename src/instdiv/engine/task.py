@@ -117,7 +117,8 @@ class Task:
     def learned(self, metrics: dict, bar: float) -> bool | None:
         """Whether the model learned what it was trained on: every learned_metric present reaches `bar`. None
         when the task names none or `bar` is 0 (then runs are not judged)."""
-        present = [metrics[m] for m in self.learned_metrics if metrics.get(m) is not None]
+        present = [metrics[m] for m in self.learned_metrics
+                   if metrics.get(m) is not None and metrics[m] == metrics[m]]  # NaN: a split without such rows
         if not present or bar <= 0:
             return None
         return all(v >= bar for v in present)
