@@ -22,6 +22,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 repro: setup
 	dvc repro
 	dvc metrics show
+	@echo "the studies (studies/*.journal): make dashboard; the runs: make ui; the findings: reports/index.md"
 
 test: setup
 	scripts/ensure-postgres.sh

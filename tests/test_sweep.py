@@ -526,3 +526,17 @@ def test_a_study_resumes_from_its_committed_journal_on_another_machine(tiny, in_
     assert study_run is not None
     client = mlflow.MlflowClient(f"sqlite:///{clone}/mlruns/mlflow.db")
     assert client.get_run(study_run).info.status == "FINISHED"
+
+
+def test_a_journal_moved_to_another_machine_fails_the_other_hosts_running_trials(tmp_path):
+    """A journal serves one host: a trial left RUNNING by a machine the committed journal came from can only be
+    dead, so it is failed and retried (an RDB storage's heartbeats do that job there)."""
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    trial.suggest_int("n_instructions", 16, 1024)
+    trial.set_user_attr("worker", "a-machine-far-away:4242")
+    assert workers.fail_dead_workers(study, 2) == []  # not a journal: another host may be alive
+    assert workers.fail_dead_workers(study, 2, journal=True) == [trial.number]
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]  # failed, and retried

@@ -67,10 +67,12 @@ def _remaining(study: optuna.Study, params) -> str:
     return "wait" if running and heartbeats else "done"
 
 
-def fail_dead_workers(study: optuna.Study, max_retries: int, dead: set[str] | None = None) -> list[int]:
+def fail_dead_workers(study: optuna.Study, max_retries: int, dead: set[str] | None = None,
+                      journal: bool = False) -> list[int]:
     """Fail and retry the RUNNING trials of workers that died without a word (SIGKILL, a power cut): those in
-    `dead` ("host:pid"), and those of this host whose process is gone. A journal storage has no heartbeats,
-    so nothing else would ever end them. Returns the trial numbers failed."""
+    `dead` ("host:pid"), those of this host whose process is gone and, in a journal (which serves one host:
+    a committed journal resumed on another machine), those of any other host. A journal storage has no
+    heartbeats, so nothing else would ever end them. Returns the trial numbers failed."""
     host = socket.gethostname()
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
     failed = []
@@ -78,7 +80,8 @@ def fail_dead_workers(study: optuna.Study, max_retries: int, dead: set[str] | No
         worker = t.user_attrs.get("worker", "")
         name, _, pid = worker.rpartition(":")
         gone = name == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
-        if worker in (dead or set()) or gone:
+        moved = journal and name != host
+        if worker in (dead or set()) or gone or moved:
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             retry(study, study._storage.get_trial(t._trial_id))
             failed.append(t.number)
@@ -147,7 +150,8 @@ def run(params, out: Path) -> pd.DataFrame:
     # Ctrl-C, a crash of the whole command) are enqueued again first.
     study = open_study(params)
     adopt(study, params)
-    fail_dead_workers(study, s.max_retries)  # a command killed earlier left them RUNNING
+    # a command killed earlier (here, or on the machine the committed journal comes from) left them RUNNING
+    fail_dead_workers(study, s.max_retries, journal=storage_url(params).startswith("journal:"))
     retry_unfinished(study, s.max_retries)
     if s.workers == 1:
         work(params)
