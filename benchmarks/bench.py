@@ -180,7 +180,8 @@ def bench_workers(quick: bool) -> dict:
     for rep in range(1 if quick else 2):
         for workers in counts:
             with tempfile.TemporaryDirectory() as tmp:
-                p = {**base, "train": {**base["train"], "max_steps": steps, "val_every_steps": steps},
+                p = {**base, "train": {**base["train"], "max_steps": steps, "val_every_steps": steps,
+                                       "threads": max(1, cores // workers)},
                      "tracking": {**base["tracking"], "uri": f"sqlite:///{tmp}/mlflow.db"},
                      "sweep": {**base["sweep"], "mode": "grid", "instructions": [256, 512], "axes": {},
                                "seeds": [rep * 10, rep * 10 + 1], "workers": workers,

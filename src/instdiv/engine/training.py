@@ -293,6 +293,8 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
 
     family = registry.family(params.model.kind)
     tcfg = params.train
+    if tcfg.threads and (str(tcfg.accelerator).lower() == "cpu" or device() == "cpu"):
+        torch.set_num_threads(tcfg.threads)
     train_loader, val_loaders = loaders(tcfg, data, params.evaluate.batch_size)
     total_steps = tcfg.total_steps(len(train_loader.dataset), world_size(tcfg))
     last = ckpt_dir / "last.ckpt"
