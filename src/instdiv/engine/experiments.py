@@ -228,8 +228,9 @@ def _points(done: pd.DataFrame, keys: list[str], present: list[str], shown: list
     for m in shown:
         bounds = trained.groupby(keys, dropna=False)[m].apply(
             lambda v: verdicts.seed_interval(v.tolist(), confidence)[1:]).reset_index(name="_b")
-        bounds[f"{m}_low"] = [b[0] for b in bounds["_b"]]
-        bounds[f"{m}_high"] = [b[1] for b in bounds["_b"]]
+        # an accuracy's interval stops at 0 and 1 (a t interval over 3 seeds can reach past them)
+        bounds[f"{m}_low"] = [max(0.0, b[0]) if b[0] == b[0] else b[0] for b in bounds["_b"]]
+        bounds[f"{m}_high"] = [min(1.0, b[1]) if b[1] == b[1] else b[1] for b in bounds["_b"]]
         points = points.merge(bounds.drop(columns="_b"), on=keys, how="left")
     counts = trained.groupby(keys, dropna=False).size().rename("seeds").reset_index()
     points = points.merge(counts, on=keys, how="left")
