@@ -132,6 +132,19 @@ def _control(spec: str, x: str, metric: str, cfg) -> tuple[pd.DataFrame, dict] |
     return runs, est
 
 
+def _sides(used: pd.DataFrame, x: str, metric: str, est: dict) -> dict | None:
+    """The paper's other half of the claim: no generalization well below the threshold (I <= half of it), and
+    nearly the plateau well above it (I >= twice it): the extreme runs on each side, every seed."""
+    t = est["threshold_instructions"]
+    if not math.isfinite(t):
+        return None
+    below, above = used[used[x] <= t / 2], used[used[x] >= 2 * t]
+    if not len(below) or not len(above):
+        return None
+    return {"below_instructions": sorted(int(v) for v in below[x].unique()), "below_max": float(below[metric].max()),
+            "above_instructions": sorted(int(v) for v in above[x].unique()), "above_min": float(above[metric].min())}
+
+
 def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control: str | None = None) -> dict:
     """The `estimate` stage: read the sweep's trials, fit, and write the threshold and, in `out_dir`, the
     points, the fitted curve and the figures (with a control arm beside the study, given `control`)."""
@@ -159,6 +172,7 @@ def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control:
     overlap = [c for c in done if c.endswith("_in_train")]
     est.update(metric=cfg.metric, runs=int(len(done)), untrained_runs=int((~done["learned"]).sum()),
                **{f"mean_{c}": round(float(used[c].mean()), 4) for c in overlap})
+    est["sides"] = _sides(used, x, cfg.metric, est)
     arm = _control(control, x, cfg.metric, cfg) if control else None
     if arm is not None:
         est["control"] = arm[1]

@@ -374,6 +374,17 @@ def _threshold_row() -> list[str]:
     rows = [f"| Generalization to unseen rules appears at a threshold number of rules (`dvc repro`, "
             f"[figure](sweep/phase_diagram.png)) | {ours} | sharp transition at about {band[0]}-{band[1]} rules "
             f"| {v['verdict']} | {v['why']} |"]
+    sides, plateau = est.get("sides"), (est.get("fit") or {}).get("plateau")
+    if sides and plateau:
+        # "never" below, "always" above: every run under a tenth of the plateau below, over 0.8 of it above
+        holds = sides["below_max"] < 0.1 * plateau and sides["above_min"] > 0.8 * plateau
+        rows.append(f"| Below the threshold no generalization, well above it nearly the plateau | "
+                    f"{sides['below_max']:.3f} at most at I = {', '.join(map(str, sides['below_instructions']))}; "
+                    f"{sides['above_min']:.3f} at least at I = {', '.join(map(str, sides['above_instructions']))} "
+                    f"(every seed) | fewer than ~300 rules never generalize, 1,000 or more always do | "
+                    f"{verdicts.REPRODUCED if holds else verdicts.DIFFERS} | "
+                    f"{'' if holds else 'not every run: '}below: under a tenth of the plateau ({plateau:.2f}), "
+                    "above: over 0.8 of it |")
     c = est.get("control")
     if c and t is not None and c.get("threshold_instructions") is not None and c.get("ci_low") is not None:
         apart = c["ci_high"] < est["ci_low"] or c["ci_low"] > est["ci_high"]
