@@ -365,7 +365,8 @@ def _threshold_row() -> list[str]:
         ours = f"not located ({est.get('seeds_located', 0)} of {est.get('seeds')} seeds)"
     else:
         ours = (f"{t:.0f} ({est['confidence']:.0%} interval {est['ci_low']:.0f}-{est['ci_high']:.0f}), "
-                f"{est['seeds']} seeds, {est['runs']} runs, {est['untrained_runs']} untrained")
+                f"{est['seeds_located']} of {est['seeds']} seeds locate it, {est['runs']} runs, "
+                f"{est['untrained_runs']} untrained")
     unseen = est.get("mean_unseen_patterns_in_train")
     if unseen is not None:
         ours += f"; {unseen:.0%} of unseen patterns occur in training"
@@ -391,7 +392,8 @@ def _threshold_row() -> list[str]:
         rows.append(f"| The threshold is about new rules, not new pairings of seen strings (control: {c['arm']}, "
                     f"[figure](sweep/phase_diagram.png)) | {c['threshold_instructions']:.0f} ({c['confidence']:.0%} "
                     f"interval {c['ci_low']:.0f}-{c['ci_high']:.0f}) with the unseen rules' strings held out, "
-                    f"{c['seeds']} seeds, {c['runs']} runs, {c['untrained_runs']} untrained | the paper's unseen "
+                    f"{c['seeds_located']} of {c['seeds']} seeds locate it, {c['runs']} runs, {c['untrained_runs']} "
+                    f"untrained | the paper's unseen "
                     f"strings are never seen in training | {verdicts.DIFFERS if apart else verdicts.REPRODUCED} | "
                     + ("the intervals do not overlap" if apart else "the intervals overlap") + " |")
     return rows
