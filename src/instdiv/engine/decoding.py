@@ -75,7 +75,7 @@ def exact_match_scores(task, model, tok: Tokenizer, tables: dict[str, pa.Table],
 def complete(model, tok: Tokenizer, prompts: list[str], width: int, batch_size: int, device) -> list[str]:
     """Greedy responses as text; a prompt longer than any seen in training gets ""."""
     n_new = model.block_size - width + 1
-    fits = [i for i, n in enumerate(tok.lengths(prompts).tolist()) if n <= width]
+    fits = [i for i, n in enumerate(tok.lengths(tok.prompts(prompts)).tolist()) if n <= width]
     ids, mask = prompt_tensors(tok, [prompts[i] for i in fits], width)
     model.eval()
     written = [""] * len(prompts)

@@ -101,7 +101,7 @@ class Task:
         """(prompt width, block size) in tokens: the longest prompt, and the longest prompt + response + EOS
         - 1. By default read off the data; a task with a fixed shape derives it from its settings."""
         rows = [self.examples(t) for t in tables.values()]
-        width = int(max(tokenizer.lengths(r.prompts).max() for r in rows if r.prompts))
+        width = int(max(tokenizer.lengths(tokenizer.prompts(r.prompts)).max() for r in rows if r.prompts))
         longest = int(max(tokenizer.lengths(r.targets).max() for r in rows if r.targets))
         return width, width + longest
 

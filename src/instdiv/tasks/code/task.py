@@ -81,9 +81,9 @@ class CodeTask(Task):
         return {"unseen": tables["valid"]}
 
     def shape(self, params, tables, tokenizer) -> tuple[int, int]:
-        """In bytes, over the training and validation rows: the longest prompt, and prompt + response."""
+        """In tokens (bytes for the suite's GPT), over the training and validation rows: the longest prompt, and prompt + response."""
         rows = [self.examples(self.training_table(params, tables)), self.examples(tables["valid"])]
-        width = max(max(tokenizer.lengths(r.prompts)) for r in rows)
+        width = max(max(tokenizer.lengths(tokenizer.prompts(r.prompts))) for r in rows)
         block = width + max(max(tokenizer.lengths(r.targets)) for r in rows) + 1
         if block > MAX_BLOCK:
             raise ConfigError(f"code rows up to {block} bytes exceed {MAX_BLOCK}; filter the long ones out of "
