@@ -37,6 +37,19 @@ class ModelFamily:
     def rebuild(self, spec: dict) -> torch.nn.Module:
         raise NotImplementedError
 
+    def check(self, cfg: Section) -> None:
+        """What a run needs from this machine (weights on disk, a GPU), checked before any long work; raise
+        ConfigError naming the key and the fix."""
+
+    def identity(self, cfg: Section) -> dict:
+        """What identifies the model beyond its config (a base model's hash): part of a run's fingerprint."""
+        return {}
+
+    def export(self, network: torch.nn.Module, directory: Path) -> dict | None:
+        """Write the model in its ecosystem's own form to `directory` for MLflow and return tags describing it;
+        None: the engine's default export (a pickle-free pt2 program, token ids in, logits out)."""
+        return None
+
     def tokenizer(self, cfg: Section, task_tokenizer: Tokenizer) -> Tokenizer:
         """The tokenizer the model reads: the task's own for a model trained from scratch."""
         return task_tokenizer

@@ -19,8 +19,10 @@ from instdiv.engine.training import (check_device, choose_precision, device, fin
 
 
 def check_infrastructure(params, training: bool = True) -> None:
-    """The tracking store and the device params name, checked in seconds before any data is read or built."""
+    """The tracking store, the device and the model's files params name, checked in seconds before any data
+    is read or built."""
     tracking.check(params.tracking)
+    registry.family(params.model.kind).check(params.model)
     if training:
         check_device(params.train)
 
@@ -94,7 +96,7 @@ def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, st
     model_path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     if curves_dir is not None:
         tracking.write_curves(params.tracking, run_id, curves_dir, data.val_metrics())
-    tracking.log_model(run_id, network, model_path)
+    tracking.log_model(run_id, network, model_path, family)
     return info
 
 

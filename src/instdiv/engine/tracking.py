@@ -143,14 +143,27 @@ def log_datasets(run_id: str, tables: dict, digests: dict[str, str], sources: di
             mlflow.log_input(ds, context="training" if name == "train" else name)
 
 
-def log_model(run_id: str, network, weights: Path) -> None:
-    """The weights file, and the network as a pickle-free pt2 export (token ids in, logits out)."""
+def log_model(run_id: str, network, weights: Path, family=None) -> None:
+    """The weights file, and the model in its family's own form (a pretrained model's adapter or weights with
+    its tokenizer, and tags naming its base) or as a pickle-free pt2 export (token ids in, logits out)."""
+    import tempfile
+
     import mlflow
     import mlflow.pytorch
     import numpy as np
     import torch
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
+
+    if family is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            tags = family.export(network, Path(tmp))
+            if tags is not None:
+                with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+                    mlflow.log_artifact(str(weights), "weights")
+                    mlflow.log_artifacts(tmp, "model")
+                    mlflow.set_tags({f"model.{k}": v for k, v in tags.items()})
+                return
 
     class LogitsOnly(torch.nn.Module):
         """One tensor in, one tensor out: the form MLflow's pt2 export takes."""

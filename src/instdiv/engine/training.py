@@ -159,12 +159,17 @@ def choose_precision(tcfg: TrainConfig, family, mcfg) -> str:
 
 
 def fingerprint(params, data_sha256: str) -> str:
-    """What determines a training run: the model, the training settings, the exact training data and the
-    package's code."""
+    """What determines a training run: the model (a pretrained base's files included), the training settings,
+    the exact training data and the package's code."""
+    from instdiv import registry
+
     package = Path(__file__).resolve().parents[1]
     code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(package.rglob("*.py"))))
     key = {"model": params.model.model_dump(), "train": params.train.model_dump(exclude=set(TrainConfig.PLACEMENT)),
            "data": data_sha256, "code": code.hexdigest()}
+    identity = registry.family(params.model.kind).identity(params.model)
+    if identity:  # only where there is one: the GPT's fingerprints (and its checkpoints) stay what they were
+        key["identity"] = identity
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -308,8 +313,9 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
                             callbacks=[latest, ResumePoint(train_loader.sampler, tcfg.batch_size), *progress,
                                        *callbacks])
     if verbose:
-        log.info("training %s parameters for %d steps on %s examples (%s, %s)%s", f"{network.num_params():,}",
-                 total_steps, f"{len(train_loader.dataset):,}", trainer.precision,
+        trainable = sum(q.numel() for q in network.parameters() if q.requires_grad)
+        log.info("training %s parameters%s for %d steps on %s examples (%s, %s)%s", f"{network.num_params():,}",
+                 f" ({trainable:,} trainable)" if trainable < network.num_params() else "", total_steps, f"{len(train_loader.dataset):,}", trainer.precision,
                  trainer.accelerator.__class__.__name__, f"; resuming {last}" if resume else "")
     start = time.time()
     trainer.fit(lit, train_loader, val_loaders, ckpt_path=str(last) if resume else None)
@@ -320,5 +326,6 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
             "precision": str(trainer.precision)}
     if not trainer.is_global_zero:
         return None, family, info
-    info.update(parameters=network.num_params())
+    info.update(parameters=network.num_params(),
+                trainable_parameters=sum(q.numel() for q in network.parameters() if q.requires_grad))
     return network.cpu().eval(), family, info
