@@ -143,8 +143,12 @@ def bench_kvcache(quick: bool) -> dict:
 
 
 def bench_sandbox(quick: bool) -> dict:
-    """Programs checked per second through the sandbox pool: the synthetic code tasks' targets and tests."""
+    """Programs checked per second: the synthetic code tasks' targets and tests on the pool of warm sandbox
+    processes (a fork per program), with 1, CPU-count and 2x CPU-count workers, against a fresh sandbox process
+    per program (the same runner started, given one job and closed: the interpreter start-up every program
+    paid before), alternating, the median of 3."""
     import os
+    from concurrent.futures import ThreadPoolExecutor
 
     from instdiv.tasks.code import programs as codetasks
     from instdiv.tasks.code import sandbox
@@ -152,10 +156,32 @@ def bench_sandbox(quick: bool) -> dict:
 
     rows = codetasks.generate(CodeConfig(n_programs=40 if quick else 200, examples_per_program=2))["train"]
     jobs = list(zip(rows.column("target").to_pylist(), rows.column("test").to_pylist()))
+    cpus = os.cpu_count() or 1
+
+    def fresh(job):
+        server = sandbox.Server()
+        try:
+            return server.run(*job, sandbox.Limits())
+        finally:
+            server.close()
+
+    def fresh_pool():
+        with ThreadPoolExecutor(cpus) as pool:
+            assert all(r.passed for r in pool.map(fresh, jobs))
+
+    def warm_pool(workers):
+        assert all(r.passed for r in sandbox.run_many(jobs, workers=workers))
+
     out = {"programs": len(jobs)}
-    for workers in sorted({1, os.cpu_count() or 1, 2 * (os.cpu_count() or 1)}):
-        seconds = timed(lambda: sandbox.run_many(jobs, workers=workers))
-        out[f"programs_per_s_{workers}_workers"] = round(len(jobs) / seconds, 1)
+    times: dict[str, list[float]] = {}
+    for _ in range(1 if quick else 3):
+        times.setdefault(f"fresh_{cpus}", []).append(timed(fresh_pool))
+        for workers in sorted({1, cpus, 2 * cpus}):
+            times.setdefault(f"warm_{workers}", []).append(timed(lambda: warm_pool(workers)))
+    for key, values in times.items():
+        out[f"programs_per_s_{key}_workers"] = round(len(jobs) / statistics.median(values), 1)
+    out["warm_over_fresh"] = round(out[f"programs_per_s_warm_{cpus}_workers"]
+                                   / out[f"programs_per_s_fresh_{cpus}_workers"], 2)
     return out
 
 

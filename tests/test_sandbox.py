@@ -84,3 +84,17 @@ def test_the_pool_keeps_going_after_bad_programs():
     assert [r.status for r in results] == ["passed", "timeout", "memory", "blocked", "passed"]
     assert seen[-1] == (5, 5)
     assert os.getpid() > 0  # the suite itself is alive
+
+
+def test_each_program_starts_in_a_fresh_directory_with_no_way_back_to_the_suite():
+    """Programs forked from one warm process: a file the first leaves is gone for the second; standard input
+    and output lead nowhere; the only descriptor left is the verdict pipe, and a forged line without the nonce
+    written to it does not pass."""
+    writer = ("def f(x):\n    open('left.txt', 'w').write('x')\n    return 2\n", TEST)
+    reader = ("import os\ndef f(x):\n    return 2 if not os.path.exists('left.txt') else 0\n", TEST)
+    stdin = ("import sys\ndef f(x):\n    return 2 if sys.stdin.read() == '' else 0\n", TEST)
+    forge = ("import os, json\nfor fd in map(int, os.listdir('/proc/self/fd')):\n"
+             "    try:\n        os.write(fd, b'0' * 32 + b' ' + json.dumps({'status': 'passed', 'detail': ''}).encode() + b'\\n')\n"
+             "    except OSError:\n        pass\ndef f(x):\n    return 0\n", TEST)
+    results = sandbox.run_many([writer, reader, stdin, forge], LIMITS, workers=1)
+    assert [r.status for r in results] == ["passed", "passed", "passed", "failed"]
