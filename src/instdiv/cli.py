@@ -75,6 +75,25 @@ def train(params: ParamsOpt = Path("params.yaml"), task: TaskOpt = "rewrite",
 
 @app.command()
 @friendly
+def pretrain(name: Annotated[str, typer.Argument(help="A base declared in params.yaml's pretrain.bases.")],
+             params: ParamsOpt = Path("params.yaml")):
+    """Pretrain a base model on its task's corpus (stage `pretrain@<name>`): data/pretrain/<name>,
+    models/base-<name>.pt (start a fine-tuning run from it with model.init), reports/pretrain/<name>/."""
+    from instdiv.engine import stages
+    from instdiv.params import load_params
+
+    out = stages.pretrain(load_params(params), name)
+    corpus = out["manifest"].get("corpus") or {}
+    if corpus:
+        typer.echo(f"corpus: {corpus.get('train_characters', 0):,} characters in {corpus.get('train_files')} files, "
+                   f"SHA-256 {corpus.get('corpus_sha256', '')[:12]}")
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items()
+                       if k.endswith("accuracy") and isinstance(v, float))
+    typer.echo(f"wrote {stages.base_path(name)}: {scores}")
+
+
+@app.command()
+@friendly
 def evaluate(params: ParamsOpt = Path("params.yaml"), task: TaskOpt = "rewrite",
              data: Annotated[Path | None, typer.Option(help="Data directory; default data/<task>.")] = None,
              model: Annotated[Path | None, typer.Option(help="Model file; default models/<task>.pt.")] = None,

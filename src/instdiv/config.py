@@ -274,5 +274,28 @@ class SweepConfig(Section):
             raise ConfigError(f"{s}.seeds={self.seeds} must list distinct seeds, at least one")
 
 
+class PretrainBase(BaseModel):
+    """One base model the suite pretrains itself: a task's data and the settings that differ from params.yaml."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    task: str  # a task package: its data is the corpus (pycode: the standard library's source)
+    # Sections of params.yaml as this base changes them, e.g. {rewrite: {n_instructions: 8000}, train: {...}}
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class PretrainConfig(Section):
+    """Bases pretrained by `instdiv pretrain NAME` (experiments/dvc.yaml's pretrain@NAME): models/base-NAME.pt,
+    which a fine-tuning run starts from with model.init."""
+
+    section: ClassVar[str] = "pretrain"
+    bases: dict[str, PretrainBase] = Field(default_factory=dict)
+
+    def check(self) -> None:
+        for name in self.bases:
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ConfigError(f"pretrain.bases: '{name}' must be letters, digits, - and _ (it names files)")
+
+
 ENGINE_SECTIONS: dict[str, type[Section]] = {
-    "train": TrainConfig, "evaluate": EvaluateConfig, "tracking": TrackingConfig, "sweep": SweepConfig}
+    "train": TrainConfig, "evaluate": EvaluateConfig, "tracking": TrackingConfig, "sweep": SweepConfig,
+    "pretrain": PretrainConfig}

@@ -106,9 +106,21 @@ def check_sweep(params: ParamsBase) -> None:
         raise ConfigError(f"sweep.metric={s.metric} is not measured by task {s.task}; choose one of "
                           f"{', '.join(task.metrics)}")
     hints = task.axis_types()
+    sections = params.sections()
     for key, values in s.axes.items():
         if key == task.count_axis:
             raise ConfigError(f"sweep.axes: '{key}' has its own setting: sweep.instructions and sweep.seeds")
+        if "." in key:  # another section's key, set as it is in each trial (model.init, train.lr)
+            section, name = key.split(".", 1)
+            if section not in sections or section in ("sweep", "tracking"):
+                raise ConfigError(f"sweep.axes: '{key}': '{section}' is not a section an axis can vary; use "
+                                  f"<section>.<key> with one of {', '.join(n for n in sections if n not in ('sweep', 'tracking'))}")
+            fields = type(sections[section]).model_fields
+            if name not in fields:
+                raise ConfigError(f"sweep.axes: '{key}': {section} has no key '{name}'")
+            for value in values:
+                check_type(value, fields[name].annotation, f"sweep.axes.{key}")
+            continue
         if key not in hints:
             close = difflib.get_close_matches(key, list(hints), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -16,6 +16,7 @@ from instdiv.engine import model as models
 from instdiv.engine import tracking
 from instdiv.engine.training import (check_device, choose_precision, device, fingerprint, fit, fit_data, global_rank,
                                      world_size)
+from instdiv.errors import ConfigError
 
 
 def check_infrastructure(params, training: bool = True) -> None:
@@ -146,3 +147,50 @@ def record_evaluation(params, model_path: Path, metrics: dict, samples, metrics_
     if info.is_file():
         tracking.log_evaluation(params.tracking, json.loads(info.read_text())["run_id"], metrics,
                                 [metrics_path, samples_path])
+
+
+# ------------------------------------------------------------------------------------------ pretraining
+
+PRETRAIN_DATA, BASES_DIR, PRETRAIN_REPORTS = Path("data/pretrain"), Path("models"), Path("reports/pretrain")
+
+
+def base_path(name: str) -> Path:
+    return BASES_DIR / f"base-{name}.pt"
+
+
+def base_params(params, name: str):
+    """The settings a base is pretrained with: params.yaml's, changed by pretrain.bases.<name>.params, tracked
+    in the MLflow experiment <tracking.experiment>-pretrain, from random weights."""
+    from instdiv.params import params_from_dict
+
+    bases = params.pretrain.bases
+    if name not in bases:
+        raise ConfigError(f"pretrain.bases has no base '{name}'; known: {', '.join(bases) or 'none'} (declare it "
+                          "in params.yaml)")
+    base = bases[name]
+    raw = params.dump()
+    raw["model"] = {k: v for k, v in raw["model"].items() if k != "init"}  # a base starts from random weights
+    for section, changes in base.params.items():
+        if section not in raw or section == "pretrain":
+            raise ConfigError(f"pretrain.bases.{name}.params: '{section}' is not a section a base can change")
+        raw[section] = {**raw[section], **changes}
+    raw["tracking"] = {**raw["tracking"], "experiment": f"{params.tracking.experiment}-pretrain"}
+    try:
+        p = params_from_dict(raw, source=f"pretrain.bases.{name}.params")
+    except ConfigError as exc:
+        raise ConfigError(f"pretrain.bases.{name}: {exc}") from None
+    return p, registry.task(base.task, f"pretrain.bases.{name}.task")
+
+
+def pretrain(params, name: str) -> dict:
+    """The `pretrain@<name>` stage: the base's corpus (data/pretrain/<name>), the base trained on it
+    (models/base-<name>.pt, resumable, in MLflow) and its scores on held-out text
+    (reports/pretrain/<name>/)."""
+    p, task = base_params(params, name)
+    check_infrastructure(p)
+    task.check(p)
+    data_dir, model_path = PRETRAIN_DATA / name, base_path(name)
+    manifest = generate(p, task, data_dir)
+    info = train(p, task, data_dir, model_path, None)
+    metrics = evaluate(p, task, data_dir, model_path, PRETRAIN_REPORTS / name, f"instdiv pretrain {name}")
+    return {"manifest": manifest, "info": info, "metrics": metrics}

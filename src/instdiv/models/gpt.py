@@ -8,8 +8,10 @@ sees exactly what it saw in training.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -25,15 +27,24 @@ class GPTSection(Section):
     """`model` when model.kind is gpt: the decoder's size; vocabulary and context length follow from the data."""
 
     section: ClassVar[str] = "model"
-    LATER_KEYS: ClassVar[tuple[str, ...]] = ("kind",)  # left out of study names while at its default
+    # left out of study names while at their defaults
+    LATER_KEYS: ClassVar[tuple[str, ...]] = ("kind", "init", "block_size")
     kind: Literal["gpt"] = "gpt"
     n_layer: int = 4
     n_head: int = 4
     d_model: int = 64
     dropout: Number = 0.0
+    # A model file whose weights training starts from (a base from `instdiv pretrain`); its shape and
+    # vocabulary must be this section's and the task's. null: random initial weights.
+    init: str | None = None
+    # Positions the model takes; null: the data's longest row. A base is pretrained with room for the rows
+    # it will be fine-tuned on (an encrypted prompt is 2 characters longer than a plain one).
+    block_size: int | None = None
 
     def check(self) -> None:
         positive(self, "n_layer", "n_head", "d_model")
+        if self.block_size is not None:
+            positive(self, "block_size")
         if self.d_model % self.n_head:
             raise ConfigError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}; "
                               "pick a d_model that is a multiple of n_head")
@@ -219,9 +230,45 @@ class GPTFamily(ModelFamily):
     kind = "gpt"
     Config = GPTSection
 
+    def check(self, cfg: GPTSection) -> None:
+        if cfg.init is not None and not Path(cfg.init).is_file():
+            raise ConfigError(f"model.init={cfg.init}: no such model file; pretrain the base first (dvc repro "
+                              f"pretrain@<name>, or instdiv pretrain NAME) or set model.init: null")
+
+    def identity(self, cfg: GPTSection) -> dict:
+        if cfg.init is None:
+            return {}
+        return {"init_sha256": hashlib.sha256(Path(cfg.init).read_bytes()).hexdigest()}
+
     def build(self, cfg: GPTSection, tokenizer, block_size: int) -> GPT:
-        return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=block_size, n_layer=cfg.n_layer,
-                             n_head=cfg.n_head, d_model=cfg.d_model, dropout=cfg.dropout))
+        block_size = max(block_size, cfg.block_size or 0)
+        if cfg.init is None:
+            return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=block_size, n_layer=cfg.n_layer,
+                                 n_head=cfg.n_head, d_model=cfg.d_model, dropout=cfg.dropout))
+        from instdiv.engine import model as models
+
+        self.check(cfg)
+        base, _ = models.load(Path(cfg.init), "cpu", "instdiv pretrain")
+        if not isinstance(base, GPT):
+            raise ConfigError(f"model.init={cfg.init} is not a GPT of this suite; give a model file that "
+                              "`instdiv pretrain` wrote with model.kind: gpt")
+        for key in ("n_layer", "n_head", "d_model"):
+            if getattr(base.cfg, key) != getattr(cfg, key):
+                raise ConfigError(f"model.{key}={getattr(cfg, key)} but the base {cfg.init} has "
+                                  f"{getattr(base.cfg, key)}; set model.{key}: {getattr(base.cfg, key)}")
+        if base.cfg.vocab_size != tokenizer.vocab_size:
+            raise ConfigError(f"model.init={cfg.init} reads {base.cfg.vocab_size} tokens and this task "
+                              f"{tokenizer.vocab_size}: pretrain the base on the same task's text")
+        if base.cfg.block_size < block_size:
+            raise ConfigError(f"model.init={cfg.init} takes {base.cfg.block_size} positions and the data needs "
+                              f"{block_size}; pretrain the base with model.block_size >= {block_size}")
+        for module in base.modules():  # this run's dropout, not the base's
+            if isinstance(module, nn.Dropout):
+                module.p = cfg.dropout
+        base.cfg = dataclasses.replace(base.cfg, dropout=cfg.dropout)
+        for block in base.blocks:
+            block.attn.dropout = cfg.dropout
+        return base.train()
 
     def spec(self, network: GPT) -> dict:
         return dataclasses.asdict(network.cfg)

@@ -18,9 +18,15 @@ from instdiv.errors import ConfigError
 
 
 def trial_params(params, point: dict):
-    """The full settings of one trial: the task's sections with the point's axes substituted."""
+    """The full settings of one trial: the task's sections with the point's axes substituted, then the axes
+    named `section.key` (model.init: a pretrained base or none) set in their sections."""
     names = axis_names(params)
-    p = params.task().trial_params(params, {k: decode(v) for k, v in point.items() if k in names})
+    values = {k: decode(v) for k, v in point.items() if k in names}
+    p = params.task().trial_params(params, {k: v for k, v in values.items() if "." not in k})
+    for key, value in values.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            p = p.replace(**{section: getattr(p, section).replace(**{name: value})})
     # A trial trains on one device: several trials share a machine's GPUs instead (one worker each).
     return p.replace(train=p.train.replace(devices=1, strategy="auto"))
 

@@ -138,6 +138,14 @@ def work(params, threads: int | None = None) -> int:
         ran += 1
 
 
+def _has_point(frame: pd.DataFrame, point: dict) -> bool:
+    """Whether a row of the frame is at the point; a null axis value (model.init: null) matches an empty cell."""
+    match = pd.Series(True, index=frame.index)
+    for key, value in point.items():
+        match &= frame[key].isna() if value is None else frame[key] == value
+    return bool(match.any())
+
+
 def run(params, out: Path) -> pd.DataFrame:
     """The `sweep` stage: start `sweep.workers` workers on the study, then write its trials to `out`; the
     study's MLflow parent run ends FINISHED when every trial it needs is done."""
@@ -164,8 +172,7 @@ def run(params, out: Path) -> pd.DataFrame:
     complete = frame[frame["state"] == "COMPLETE"] if len(frame) else frame
     if s.mode == "grid":  # a pruned point is a result too
         complete = frame[frame["state"].isin(["COMPLETE", "PRUNED"])] if len(frame) else frame
-        missing = [p for p in grid_points(params)
-                   if not ((complete[list(p)] == pd.Series(p)).all(axis=1)).any()]
+        missing = [p for p in grid_points(params) if not _has_point(complete, p)]
         if missing:
             raise InstdivError(f"{len(missing)} grid points have no completed trial (first: {missing[0]}); see "
                                "the errors above, then rerun the sweep: failed points are retried")

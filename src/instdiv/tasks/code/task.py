@@ -39,10 +39,14 @@ def score_programs(written: list[str], tests: list[str], limits: sandbox.Limits,
 
 
 def training_params(params, epochs: float | None = None):
-    """`train` with the code model's budget (code_model.epochs, or `epochs`) and batch size."""
+    """`train` with the code model's budget (code_model.epochs, or `epochs`) and batch size, starting from
+    code_model.base when one is given."""
     cm = params.code_model
+    changes = {}
+    if cm.base is not None:
+        changes["model"] = params.model.replace(init=cm.base)
     return params.replace(train=params.train.replace(epochs=epochs or cm.epochs, max_steps=None,
-                                                     batch_size=cm.batch_size))
+                                                     batch_size=cm.batch_size), **changes)
 
 
 class CodeTask(Task):
@@ -92,9 +96,11 @@ class CodeTask(Task):
 
     def run_programs(self, model, tok, instructions, tests, params, width: int, device):
         """Greedy programs for the instructions, run against their tests in the sandbox."""
-        written = decoding.complete(model, tok, [text_prompt(i) for i in instructions], width,
-                                    params.evaluate.batch_size, device)
+        prompts = [text_prompt(i) for i in instructions]
+        written = decoding.complete(model, tok, prompts, width, params.evaluate.batch_size, device)
         metrics, results = score_programs(written, tests, sandbox_limits(params.code_model), params.code_model.workers)
+        # A prompt longer than any the model trained on gets no program (benchmarks at laptop scale): say how many
+        metrics["prompts_fitting"] = int((tok.lengths(tok.prompts(prompts)) <= width).sum())
         return metrics, written, results
 
     def score(self, model, tok, tables, params, width: int, device, n_samples: int = 0):
