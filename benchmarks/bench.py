@@ -12,6 +12,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -142,6 +143,83 @@ def bench_kvcache(quick: bool) -> dict:
             "speedup": round(p / c, 2)}
 
 
+def _hf_model(tmp: str, hidden: int, layers: int, heads: int, lora_r: int | None, block: int):
+    """A random Llama of the given size through the suite's hf family (the real loading path); its gated MLP
+    of 8/3 x hidden has the parameters of the GPT's 4 x hidden."""
+    from transformers.utils import logging as hf_logging
+
+    from instdiv.models.hf import FAMILY as HF
+    from instdiv.models.hf import HFSection, load_tokenizer, save_random_model
+
+    hf_logging.set_verbosity_error()  # (decoding with no EOS, on purpose: it says so for every batch)
+    path = save_random_model(Path(tmp) / f"llama-{hidden}-{layers}-{lora_r}", hidden=hidden, layers=layers,
+                             heads=heads, intermediate=8 * hidden // 3)
+    cfg = HFSection(path=str(path), lora_r=lora_r, lora_dropout=0.0)
+    hf_tok = load_tokenizer(cfg)
+    return HF.build(cfg, hf_tok, block), hf_tok
+
+
+def bench_lora(quick: bool) -> dict:
+    """Training tokens/s of a random Llama (d 256, 4 layers) fine-tuned with LoRA (rank 16, every linear layer)
+    against in full, the same batches and steps in a bare loop, alternating (fp32 on a CPU)."""
+    import tempfile
+
+    steps, batch, seq = (5, 8, 64) if quick else (30, 16, 128)
+    out = {"hidden": 256, "layers": 4, "batch": batch, "sequence": seq, "steps": steps}
+    with tempfile.TemporaryDirectory() as tmp:
+        nets = {"lora": _hf_model(tmp, 256, 4, 4, 16, seq)[0], "full": _hf_model(tmp, 256, 4, 4, None, seq)[0]}
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(4, 100, (batch, seq), generator=g)
+        times = {k: [] for k in nets}
+        for _ in range(1 if quick else 3):
+            for name, net in nets.items():
+                opt = net.configure_optimizer(1e-4, 0.0)
+                net.train()
+
+                def run():
+                    for _ in range(steps):
+                        _, loss = net(x, x)
+                        loss.backward()
+                        opt.step()
+                        opt.zero_grad(set_to_none=True)
+
+                times[name].append(timed(run))
+        for name, net in nets.items():
+            out[f"{name}_tokens_per_s"] = round(steps * batch * seq / statistics.median(times[name]))
+            out[f"{name}_trainable_parameters"] = net.trainable_params()
+        out["lora_over_full"] = round(out["lora_tokens_per_s"] / out["full_tokens_per_s"], 2)
+    return out
+
+
+@torch.no_grad()
+def bench_hfdecode(quick: bool) -> dict:
+    """Batched greedy decoding of the rewrite prompts: the hf family (transformers' generate and its KV cache)
+    against the suite's GPT and its KV cache, at equal size (d 64, 4 layers, 4 heads, 4x MLP), alternating."""
+    import tempfile
+
+    cfg = RewriteConfig(n_instructions=512, total_examples=512, n_test_examples=128 if quick else 512)
+    rows = TASK.examples(rewrite.generate(cfg)["test_unseen"])
+    width, block = rtext.sequence_lengths(cfg)
+    n = block - width + 1
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_net, hf_tok = _hf_model(tmp, 64, 4, 4, None, block + 8)
+        hf_net.eval()
+        hf_set = EvalSet.build(hf_tok, rows.prompts, rows.targets, width, n)
+        torch.manual_seed(0)
+        gpt = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block)).eval()
+        es = EvalSet.build(tok, rows.prompts, rows.targets, width, n)
+        # Untrained models rarely emit EOS, so both decode all n tokens.
+        hf_times, gpt_times = [], []
+        for _ in range(2 if quick else 5):
+            hf_times.append(timed(lambda: hf_net.generate(hf_set.prompts, hf_set.mask, n, -1, hf_tok.pad_id)))
+            gpt_times.append(timed(lambda: gpt.generate(es.prompts, es.mask, n, -1)))
+        h, g = statistics.median(hf_times), statistics.median(gpt_times)
+        out = {"batch": len(rows.prompts), "new_tokens": n, "gpt_parameters": gpt.num_params(),
+               "hf_parameters": hf_net.num_params(), "hf_seq_per_s": round(len(rows.prompts) / h),
+               "gpt_seq_per_s": round(len(rows.prompts) / g), "gpt_over_hf": round(h / g, 2)}
+    return out
+
+
 def bench_sandbox(quick: bool) -> dict:
     """Programs checked per second: the synthetic code tasks' targets and tests on the pool of warm sandbox
     processes (a fork per program), with 1, CPU-count and 2x CPU-count workers, against a fresh sandbox process
@@ -226,7 +304,8 @@ def bench_workers(quick: bool) -> dict:
 
 
 BENCHES = {"generator": bench_generator, "lightning": bench_lightning, "kvcache": bench_kvcache,
-           "precision": bench_precision, "sandbox": bench_sandbox, "workers": bench_workers}
+           "precision": bench_precision, "sandbox": bench_sandbox, "workers": bench_workers, "lora": bench_lora,
+           "hfdecode": bench_hfdecode}
 
 
 def main():

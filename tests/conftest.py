@@ -109,29 +109,8 @@ def postgres_url():
 
 
 def tiny_hf_model(directory: Path, arch: str = "llama", seed: int = 0) -> Path:
-    """A random 2-layer Hugging Face causal LM and a character-level tokenizer this test builds itself (with
-    one merge, so a token can span two characters), saved as a user's local model directory would be."""
-    import string
+    """A random 2-layer Hugging Face causal LM and a character-level tokenizer (with one merge, so a token can
+    span two characters), saved as a user's local model directory would be."""
+    from instdiv.models.hf import save_random_model
 
-    import torch
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast
-
-    specials = ["<pad>", "</s>", "<s>", "<unk>"]
-    chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
-    vocab = {t: i for i, t in enumerate(specials + chars + ["ab"])}
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")], unk_token="<unk>"))
-    core.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", bos_token="<s>",
-                                  unk_token="<unk>")
-    size = dict(vocab_size=len(vocab), max_position_embeddings=512, pad_token_id=0, eos_token_id=1, bos_token_id=2)
-    if arch == "llama":
-        config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, **size)
-    else:
-        config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=512, **{k: v for k, v in size.items()
-                                                                                if k != "max_position_embeddings"})
-    torch.manual_seed(seed)
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
+    return save_random_model(directory, arch, merges=(("a", "b"),), seed=seed)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from instdiv.engine import experiments
+from instdiv.engine import experiments, sweep
 from instdiv.errors import ConfigError
 from instdiv.tasks.rewrite import TASK as REWRITE, generator as rewrite
 
@@ -39,7 +39,7 @@ def test_effective_instructions():
     ({"title": "t", "xx": 1}, "unknown key 'xx'"),
     ({"params": {}}, "give it a title"),
     ({"title": "t", "metrics": ["unseen_op"]}, "'unseen_op' is not a metric task rewrite reports"),
-    ({"title": "t", "scale": "huge"}, "scale='huge' has the wrong type"),
+    ({"title": "t", "scale": "huge"}, "scale=huge: no such scale or preset"),
     ({"title": "t", "paper_table": {"columns": [1]}}, "paper_table: give columns"),
     ({"title": "t", "paper_table": {"columns": [1], "rows": {}}, "params": {"sweep": {"mode": "grid"}}},
      "one column per value of n_instructions"),
@@ -250,3 +250,42 @@ def test_findings_are_judged_over_seeds_on_trained_runs_only():
     frame.loc[[1, 2], "learned"] = False  # two seeds did not learn: one seed left, no interval
     out = findings.evaluate(claim, frame, "unseen_op_accuracy", encode)
     assert out["verdict"] == "not testable at this scale" and out["untrained_runs"] == 2
+
+
+@pytest.mark.parametrize("name,preset", [("encrypted", "llama2-lora"), ("code_sweep", "deepseek-coder"),
+                                         ("pretrained_subsample", "llama2-lora")])
+def test_pretrained_model_recipes_resolve_without_weights(tmp_path, monkeypatch, name, preset):
+    """The paper's pretrained-model recipes as experiment scales: the paper's data, the model's recipe, the
+    weights from a local directory; validated here without the weights (which only a run reads)."""
+    from conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    text = (REPO / "experiments" / f"{name}.yaml").read_text()
+    text = text.replace("\nscale: laptop", f"\nscale: {preset}\nweights: /data/weights/{preset}")
+    (tmp_path / "experiments" / f"{name}.yaml").write_text(text)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    exp, params = experiments.load(name)
+    m = params.model
+    assert m.kind == "hf" and m.path == f"/data/weights/{preset}" and not hasattr(m, "n_layer")
+    if preset == "llama2-lora":
+        assert (m.lora_r, m.lora_alpha, m.quantize, params.train.lr, params.train.batch_size,
+                params.train.max_steps) == (512, 1024, "8bit", 1e-5, 64, 2000)
+        assert params.rewrite.input_length == 50 and params.rewrite.encrypt  # the paper's data
+    else:
+        assert m.lora_r is None and params.train.max_length == 768 and params.code_model.batch_size == 4
+        assert params.sweep.epochs == 3 and params.code_model.benchmarks == ["humaneval"]
+    with pytest.raises(ConfigError, match="model.path=/data/weights"):
+        sweep.check(params)  # a run needs the weights on disk, and says so before any work
+
+
+def test_an_unknown_scale_is_one_line(tmp_path, monkeypatch):
+    from conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    text = (REPO / "experiments" / "noop.yaml").read_text().replace("\nscale: laptop", "\nscale: llama3")
+    (tmp_path / "experiments" / "noop.yaml").write_text(text)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    with pytest.raises(ConfigError, match="scale=llama3: no such scale or preset; known: laptop, deepseek-coder"):
+        experiments.load("noop")

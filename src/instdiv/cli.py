@@ -190,6 +190,11 @@ def preset(name: str, params: ParamsOpt = Path("params.yaml")):
     overrides = yaml.safe_load(path.read_text())
     load_params(params)
     merged = yaml.safe_load(Path(params).read_text())
+    kind = (overrides.get("model") or {}).get("kind")
+    if kind is not None and kind != (merged.get("model") or {}).get("kind", "gpt"):
+        raise ConfigError(f"preset {name} changes model.kind to {kind}, whose keys differ (dvc exp run -S cannot "
+                          f"remove the others'); apply it through an experiment: dvc exp run -S "
+                          f"experiments/<name>.yaml:scale={name} -S experiments/<name>.yaml:weights=DIR ...")
     for section, values in overrides.items():
         merged.setdefault(section, {}).update(values)
     params_from_dict(merged, source=f"{params} + preset {name}")  # fail here, not half-way through a run

@@ -150,11 +150,14 @@ class TrainConfig(Section):
     # 2 threads, 0.976 with 1): with 1 the train stage and a sweep trial of the same settings give the same
     # model, and sweeps run one process per core instead. null: torch's default (every core).
     threads: int | None = 1
+    # The longest row trained on, in tokens (prompt, response, EOS); longer rows are left out and counted.
+    # null: every row, the context sized to the longest.
+    max_length: int | None = None
 
     # Where a run happens, not what it learns: left out of fingerprints and study names.
     PLACEMENT: ClassVar[tuple[str, ...]] = ("accelerator", "devices", "strategy", "checkpoint_dir")
     # Added after the first studies: left out of study names while at their defaults (engine/sweep/study.py).
-    LATER_KEYS: ClassVar[tuple[str, ...]] = ("threads",)
+    LATER_KEYS: ClassVar[tuple[str, ...]] = ("threads", "max_length")
 
     def check(self) -> None:
         positive(self, "batch_size", "val_every_steps", "epochs")
@@ -162,6 +165,8 @@ class TrainConfig(Section):
             positive(self, "threads")
         if self.max_steps is not None:
             positive(self, "max_steps")
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError(f"train.max_length={self.max_length} must be at least 2 (a token and EOS)")
         if self.lr <= 0 or not math.isfinite(self.lr):
             raise ConfigError(f"train.lr={self.lr} must be a positive number")
         if not 0.0 <= self.warmup_frac < 1.0:

@@ -13,9 +13,11 @@ import torch
 from instdiv.engine.text import EvalSet, Tokenizer, prompt_tensors
 
 
-def greedy(model, prompts, mask, n_new: int, tok: Tokenizer) -> torch.Tensor:
-    """Greedy outputs padded to exactly n_new tokens, comparable with EvalSet.targets."""
-    out = model.generate(prompts, mask, n_new, tok.eos_id, tok.pad_id)
+def greedy(model, prompts, mask, n_new: int, tok: Tokenizer, temperature: float = 0.0) -> torch.Tensor:
+    """Greedy (or, with a temperature, sampled) outputs padded to exactly n_new tokens, comparable with
+    EvalSet.targets."""
+    sampling = {"temperature": temperature} if temperature > 0 else {}
+    out = model.generate(prompts, mask, n_new, tok.eos_id, tok.pad_id, **sampling)
     return torch.nn.functional.pad(out, (0, n_new - out.size(1)), value=tok.pad_id)
 
 
@@ -71,9 +73,20 @@ def exact_match_scores(task, model, tok: Tokenizer, tables: dict[str, pa.Table],
     return metrics, (pd.concat(samples) if samples else pd.DataFrame())
 
 
+def complete(model, tok: Tokenizer, prompts: list[str], width: int, batch_size: int, device,
+             temperature: float = 0.0, seed: int = 0) -> list[str]:
+    """Greedy responses as text (sampled at `temperature` > 0, the same samples for the same seed); a prompt
+    longer than any seen in training gets ""."""
+    if temperature <= 0:
+        return _complete(model, tok, prompts, width, batch_size, device, 0.0)
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):  # the caller's random state is kept
+        torch.manual_seed(seed)
+        return _complete(model, tok, prompts, width, batch_size, device, temperature)
+
+
 @torch.no_grad()
-def complete(model, tok: Tokenizer, prompts: list[str], width: int, batch_size: int, device) -> list[str]:
-    """Greedy responses as text; a prompt longer than any seen in training gets ""."""
+def _complete(model, tok: Tokenizer, prompts: list[str], width: int, batch_size: int, device,
+              temperature: float) -> list[str]:
     n_new = model.block_size - width + 1
     fits = [i for i, n in enumerate(tok.lengths(tok.prompts(prompts)).tolist()) if n <= width]
     ids, mask = prompt_tensors(tok, [prompts[i] for i in fits], width)
@@ -81,7 +94,7 @@ def complete(model, tok: Tokenizer, prompts: list[str], width: int, batch_size: 
     written = [""] * len(prompts)
     for start in range(0, len(fits), batch_size):
         out = greedy(model, ids[start:start + batch_size].to(device), mask[start:start + batch_size].to(device),
-                     n_new, tok).cpu()
+                     n_new, tok, temperature).cpu()
         for row, i in zip(out, fits[start:start + batch_size]):
             written[i] = tok.decode(row)
     return written

@@ -43,9 +43,13 @@ class ExperimentConfig(Section):
     metrics: list[str] | None = None  # one row of plots each; null: the metric the task monitors
     params: dict = Field(default_factory=dict)  # overrides of params.yaml sections
     # The paper's scale (a GPU): `dvc exp run -S experiments/<name>.yaml:scale=paper ...` applies the
-    # package's paper preset (instdiv/presets/paper.yaml), then paper_scale, on top of params.
-    scale: Literal["laptop", "paper"] = "laptop"
+    # package's paper preset (instdiv/presets/paper.yaml), then paper_scale, on top of params. Another
+    # preset's name (llama2-lora, deepseek-coder: a pretrained model's recipe) applies that preset too, then
+    # this experiment's `presets.<name>`, with the model's weights from `weights` (a local directory).
+    scale: str = "laptop"
     paper_scale: dict = Field(default_factory=dict)
+    presets: dict[str, dict] = Field(default_factory=dict)
+    weights: str | None = None
     # The paper's table, printed beside ours (metrics[0]): its columns, values of x matched to ours by rank
     # (the paper's largest to our largest), and its rows {label: values}, matched by position to the
     # series values as the sweep lists them.
@@ -59,6 +63,9 @@ class ExperimentConfig(Section):
             raise ConfigError("experiment: give it a title")
         if self.metrics == []:
             raise ConfigError("experiment.metrics: name at least one, e.g. [unseen_op_accuracy]")
+        if self.scale not in ("laptop", "paper") and not (PRESETS_DIR / f"{self.scale}.yaml").is_file():
+            known = ", ".join(["laptop", *sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))])
+            raise ConfigError(f"experiment.scale={self.scale}: no such scale or preset; known: {known}")
         if self.paper_table and set(self.paper_table) != {"columns", "rows"}:
             raise ConfigError("experiment.paper_table: give columns (the paper's values of x) and rows "
                               "({our series value: the paper's values, one per column})")
@@ -86,15 +93,23 @@ def load(name: str, params_path: str | Path = "params.yaml") -> tuple[Experiment
     path = EXPERIMENTS_DIR / f"{name}.yaml"
     base = yaml.safe_load(Path(params_path).read_text())
     layers = [("params", exp.params)]
-    if exp.scale == "paper":
+    if exp.scale != "laptop":
         layers += [("presets/paper.yaml", yaml.safe_load((PRESETS_DIR / "paper.yaml").read_text())),
                    ("paper_scale", exp.paper_scale)]
+    if exp.scale not in ("laptop", "paper"):  # a pretrained model's recipe on the paper's data
+        layers += [(f"presets/{exp.scale}.yaml", yaml.safe_load((PRESETS_DIR / f"{exp.scale}.yaml").read_text())),
+                   (f"presets.{exp.scale}", exp.presets.get(exp.scale, {}))]
+    if exp.weights is not None:
+        layers.append(("weights", {"model": {"path": exp.weights}}))
     for where, overrides in layers:
         for section, values in overrides.items():
             if section not in params_type().model_fields or not isinstance(values, dict):
                 raise ConfigError(f"{path}: {where}.{section} is not a section of {params_path} with keys to "
                                   "override")
-            base[section] = {**(base.get(section) or {}), **values}
+            current = base.get(section) or {}
+            if section == "model" and values.get("kind", current.get("kind", "gpt")) != current.get("kind", "gpt"):
+                current = {}  # another model family: its own keys, none of the previous one's
+            base[section] = {**current, **values}
     # One study name per experiment, so its journal is studies/exp-<name>.journal (experiments/dvc.yaml).
     base.setdefault("sweep", {})["study"] = f"exp-{name}"
     params = params_from_dict(base, source=f"{params_path} + {path} ({exp.scale} scale)")

@@ -55,14 +55,39 @@ class FitData:
         return [f"{split}_{kind}" for split in self.val for kind in kinds]
 
 
+def _fitting(tok: text.Tokenizer, ex, limit: int, prompt_limit: int | None = None):
+    """The rows of `ex` whose prompt, response and EOS take at most `limit` tokens (and whose prompt at most
+    `prompt_limit`), and how many were dropped."""
+    lp, lr = tok.lengths(tok.prompts(ex.prompts)), tok.lengths(ex.targets)
+    keep = (lp + lr + 1 <= limit) & (lp <= (prompt_limit or limit))
+    rows = [i for i, k in enumerate(keep.tolist()) if k]
+    if len(rows) == len(keep):
+        return ex, 0
+    pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
+    return type(ex)(pick(ex.prompts), pick(ex.targets), pick(ex.groups)), len(keep) - len(rows)
+
+
 def fit_data(task, tok: text.Tokenizer, params, tables: dict) -> FitData:
-    """A task's training rows and validation splits as tensors, shaped by the task."""
+    """A task's training rows and validation splits as tensors, shaped by the task (and cut to
+    train.max_length: longer rows are dropped, and counted)."""
     width, block = task.shape(params, tables, tok)
+    limit = params.train.max_length
+    if limit is not None:
+        width, block = min(width, limit - 1), min(block, limit)
     train = task.examples(task.training_table(params, tables))
+    if limit is not None:
+        train, dropped = _fitting(tok, train, block)
+        if dropped:
+            log.info("train.max_length=%d: %d of %d training rows are longer and left out", limit, dropped,
+                     dropped + len(train.prompts))
+        if not train.prompts:
+            raise ConfigError(f"train.max_length={limit}: no training row fits; raise it")
     x, y = text.training_tensors(tok, train.prompts, train.targets, block)
     val = {}
     for name, table in task.validation(params, tables).items():
         ex = task.examples(table)
+        if limit is not None:
+            ex, _ = _fitting(tok, ex, block, width)
         es = text.EvalSet.build(tok, ex.prompts, ex.targets, width, block - width + 1, ex.groups, task.groups)
         val[name] = TensorDataset(*es.tensors())
     return FitData(TensorDataset(x, y), val, width, block, task.groups)

@@ -186,8 +186,10 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompt, prompt_mask, max_new_tokens: int, eos_id: int, pad_id: int = 0,
-                 use_cache: bool = True) -> torch.Tensor:
+                 use_cache: bool = True, temperature: float = 0.0) -> torch.Tensor:
         """Greedy continuation of left-padded prompts, (batch, <= max_new_tokens); rows end with EOS or pad.
+        With a temperature > 0, tokens are sampled from the softmax of logits / temperature instead (torch's
+        random generator: seed it for repeatable samples).
 
         `use_cache=False` reruns the full forward pass for every token: the reference the cache must match.
         """
@@ -202,7 +204,11 @@ class GPT(nn.Module):
         done = torch.zeros(b, dtype=torch.bool, device=prompt.device)
         out = []
         for _ in range(max_new_tokens):
-            token = logits.argmax(-1).masked_fill(done, pad_id)
+            if temperature > 0:
+                token = torch.multinomial(torch.softmax(logits.float() / temperature, -1), 1)[:, 0]
+            else:
+                token = logits.argmax(-1)
+            token = token.masked_fill(done, pad_id)
             out.append(token)
             done |= token == eos_id
             if done.all() or len(out) == max_new_tokens:

@@ -216,13 +216,17 @@ class HFCausalLM(torch.nn.Module):
         return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten().long(), ignore_index=-100)
 
     @torch.no_grad()
-    def generate(self, prompt, prompt_mask, max_new_tokens: int, eos_id: int, pad_id: int = 0) -> torch.Tensor:
-        """Greedy continuation of left-padded prompts through `generate` (its KV cache), the new tokens only."""
+    def generate(self, prompt, prompt_mask, max_new_tokens: int, eos_id: int, pad_id: int = 0,
+                 temperature: float = 0.0) -> torch.Tensor:
+        """Greedy continuation of left-padded prompts through `generate` (its KV cache), the new tokens only;
+        with a temperature > 0, plain sampling at that temperature (no top-k or top-p)."""
         from transformers import GenerationConfig
 
         # Every decoding setting given here, so a sampling default in the model's generation_config is not used.
-        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos_id,
-                                  pad_token_id=pad_id, use_cache=True)
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
+            else {"do_sample": False}
+        config = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=1, eos_token_id=eos_id,
+                                  pad_token_id=pad_id, use_cache=True, **sampling)
         out = self.model.generate(input_ids=prompt.long(), attention_mask=prompt_mask.long(),
                                   generation_config=config)
         return out[:, prompt.size(1):]
@@ -255,6 +259,40 @@ def _frozen_not_missing(module: HFCausalLM, incompatible) -> None:
     keep = [k for k in incompatible.missing_keys
             if not any(k.split(".", i)[-1] in module.frozen for i in range(k.count(".") + 1))]
     incompatible.missing_keys[:] = keep
+
+
+def save_random_model(directory: Path, arch: str = "llama", hidden: int = 32, layers: int = 2, heads: int = 4,
+                      positions: int = 512, merges: tuple[tuple[str, str], ...] = (), seed: int = 0,
+                      intermediate: int | None = None) -> Path:
+    """A randomly initialized Llama (or GPT-2) with a character-level tokenizer over printable ASCII (plus the
+    given BPE merges), saved as a local model directory: what the tests and benchmarks fine-tune without a
+    network, and a real architecture of any size for GPU measurements."""
+    import string
+
+    from tokenizers import Tokenizer as CoreTokenizer
+    from tokenizers import decoders, models
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<s>", "<unk>"]
+    chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
+    vocab = {t: i for i, t in enumerate(specials + chars + ["".join(m) for m in merges])}
+    core = CoreTokenizer(models.BPE(vocab=vocab, merges=list(merges), unk_token="<unk>"))
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", bos_token="<s>",
+                                  unk_token="<unk>")
+    ids = dict(vocab_size=len(vocab), pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    if arch == "llama":
+        config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate or 4 * hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=positions,
+                             **ids)
+    elif arch == "gpt2":
+        config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=positions, **ids)
+    else:
+        raise ConfigError(f"arch={arch}: llama or gpt2")
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return Path(directory)
 
 
 class HFFamily(ModelFamily):

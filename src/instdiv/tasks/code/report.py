@@ -22,7 +22,9 @@ def report(params) -> dict:
     from instdiv.engine.findings import seed_interval
 
     runs = []
-    benches = [Path(b).name.split(".")[0] for b in params.code_model.benchmarks]  # humaneval, HumanEval, mbpp...
+    from instdiv.tasks.code.task import benchmark_name
+
+    benches = [benchmark_name(b) for b in params.code_model.benchmarks]
     for percent in params.mix.general_percents:
         for seed in params.code_model.seeds:
             path = EVALS_DIR / f"general-{percent}-seed{seed}.json"
@@ -34,10 +36,8 @@ def report(params) -> dict:
                    "parse_rate": m["parse_rate"], "train_pass_at_1": m.get("train_pass_at_1"),
                    "learned": m.get("learned", True), "programs": m["programs"]}
             for bench in benches:
-                scored = m.get(f"benchmark/{bench}") or {}
-                run[f"{bench}_pass_at_1"] = scored.get("pass_at_1")
-                run[f"{bench}_prompts_fitting"] = scored.get("prompts_fitting")
-                run[f"{bench}_problems"] = scored.get("programs")
+                for what in ("pass_at_1", "prompts_fitting", "problems"):
+                    run[f"{bench}_{what}"] = m.get(f"{bench}_{what}")
             runs.append(run)
     runs = pd.DataFrame(runs)
     runs.to_csv(REPORT_DIR / "runs.csv", index=False)

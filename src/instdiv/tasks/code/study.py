@@ -18,7 +18,7 @@ from instdiv.engine import data as datafiles
 from instdiv.engine import model as models
 from instdiv.engine import stages
 from instdiv.engine.training import device
-from instdiv.tasks.code import loaders, mix, programs
+from instdiv.tasks.code import mix, programs
 from instdiv.tasks.code.report import EVALS_DIR
 from instdiv.tasks.code.task import TASK, training_params
 
@@ -59,7 +59,7 @@ def evaluate(params, percent: int, seed: int) -> dict:
     """pass@1 on the held-out synthetic programs, on its own training programs (and the benchmarks):
     reports/code/evals/general-<percent>-seed<seed>.*"""
     stages.check_infrastructure(params, training=False)
-    cm, dev = params.code_model, device()
+    dev = device()
     path = model_path(percent, seed)
     network, extras = models.load(path, dev, f"dvc repro experiments/dvc.yaml:code_train@{percent}-{seed}")
     tok = stages.tokenizer(params, TASK)
@@ -68,11 +68,6 @@ def evaluate(params, percent: int, seed: int) -> dict:
                                   params.evaluate.n_samples)
     metrics = stages.judged(params, TASK, {"general_percent": percent, "seed": seed,
                                            **{k: v for k, v in metrics.items() if not k.startswith("share_")}}, {})
-    for bench in cm.benchmarks:
-        problems = loaders.load_benchmark(bench)
-        asks = [f"Complete this Python function:\n{p['prompt']}" for p in problems]
-        metrics[f"benchmark/{Path(bench).stem}"] = TASK.run_programs(
-            network, tok, asks, [p["test"] for p in problems], params, extras["prompt_width"], dev)[0]
     stages.record_evaluation(params, path, metrics, samples, EVALS_DIR / f"{name(percent, seed)}.json",
                              EVALS_DIR / f"{name(percent, seed)}-samples.csv")
     return metrics

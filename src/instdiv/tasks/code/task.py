@@ -4,6 +4,8 @@ sandbox against hidden tests: pass@1), and how a sweep point becomes programs an
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,11 +15,11 @@ from instdiv.engine import decoding
 from instdiv.engine.task import Examples, Task
 from instdiv.engine.text import ByteTokenizer
 from instdiv.errors import ConfigError
-from instdiv.tasks.code import mix, programs, sandbox
+from instdiv.tasks.code import loaders, mix, programs, sandbox
 from instdiv.tasks.code.config import CodeConfig, CodeModelConfig, MixConfig
 
 RESPONSE = "\n### Response:\n"
-MAX_BLOCK = 4096  # bytes per row: beyond this a byte-level GPT on one machine is not what you want
+MAX_BLOCK = 4096  # tokens per row (bytes for the GPT): beyond this set train.max_length
 
 
 def text_prompt(instruction: str) -> str:
@@ -38,6 +40,19 @@ def score_programs(written: list[str], tests: list[str], limits: sandbox.Limits,
             "programs": len(written), "statuses": statuses.value_counts().to_dict()}, results
 
 
+def benchmark_name(source: str) -> str:
+    """humaneval -> humaneval, path/HumanEval.jsonl -> humaneval: the prefix of its metrics."""
+    return re.sub(r"[^a-z0-9]+", "_", Path(source).name.split(".")[0].lower()).strip("_")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimator of pass@k from n samples of which c pass (Chen et al., 2021): 1 - C(n-c, k) / C(n, k),
+    as a product so large n does not overflow."""
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
 def training_params(params, epochs: float | None = None):
     """`train` with the code model's budget (code_model.epochs, or `epochs`) and batch size, starting from
     code_model.base when one is given."""
@@ -55,7 +70,7 @@ class CodeTask(Task):
     count_axis = "n_programs"
     count_label = "distinct training code programs I"
     metrics = ("pass_at_1", "parse_rate")
-    metric_pattern = r"(train_)?(pass_at_1|parse_rate)"
+    metric_pattern = r"([a-z0-9_]+_)?(pass_at_\d+(_sampled)?|parse_rate)"
     # pass@1 on programs of the structures it trained on: a model that cannot write those says nothing about
     # the held-out ones
     seen_metric = "train_pass_at_1"
@@ -85,13 +100,14 @@ class CodeTask(Task):
         return {"unseen": tables["valid"]}
 
     def shape(self, params, tables, tokenizer) -> tuple[int, int]:
-        """In tokens (bytes for the suite's GPT), over the training and validation rows: the longest prompt, and prompt + response."""
+        """In tokens (bytes for the suite's GPT), over the training and validation rows: the longest prompt, and
+        prompt + response (train.max_length cuts it, leaving the longer rows out)."""
         rows = [self.examples(self.training_table(params, tables)), self.examples(tables["valid"])]
         width = max(max(tokenizer.lengths(tokenizer.prompts(r.prompts))) for r in rows)
         block = width + max(max(tokenizer.lengths(r.targets)) for r in rows) + 1
-        if block > MAX_BLOCK:
-            raise ConfigError(f"code rows up to {block} bytes exceed {MAX_BLOCK}; filter the long ones out of "
-                              "mix.code_source / mix.general_source first")
+        if block > MAX_BLOCK and params.train.max_length is None:
+            raise ConfigError(f"code rows up to {block} tokens exceed {MAX_BLOCK}; set train.max_length (longer "
+                              "rows are left out) or filter mix.code_source / mix.general_source first")
         return int(width), int(block)
 
     def run_programs(self, model, tok, instructions, tests, params, width: int, device):
@@ -103,12 +119,27 @@ class CodeTask(Task):
         metrics["prompts_fitting"] = int((tok.lengths(tok.prompts(prompts)) <= width).sum())
         return metrics, written, results
 
+    def sampled(self, model, tok, instructions, tests, params, width: int, device, prefix: str) -> dict:
+        """pass@k (code_model.pass_at_k) from code_model.samples programs per problem sampled at its
+        temperature, each run in the sandbox."""
+        cm = params.code_model
+        prompts = [text_prompt(i) for i in instructions for _ in range(cm.samples)]
+        written = decoding.complete(model, tok, prompts, width, params.evaluate.batch_size, device,
+                                    temperature=cm.temperature, seed=params.train.seed)
+        metrics, results = score_programs(written, [t for t in tests for _ in range(cm.samples)],
+                                          sandbox_limits(cm), cm.workers)
+        passed = np.array([r.passed for r in results]).reshape(len(instructions), cm.samples).sum(1)
+        return {f"{prefix}pass_at_{k}_sampled": round(float(np.mean([pass_at_k(cm.samples, c, k) for c in passed])), 4)
+                for k in cm.pass_at_k}
+
     def score(self, model, tok, tables, params, width: int, device, n_samples: int = 0):
         """pass@1 and parse rate on the held-out programs, the share of each sandbox status, and the first
         `n_samples` programs: what was asked, expected and written, and how it ran."""
         test = tables["test"].to_pydict()
         metrics, written, results = self.run_programs(model, tok, test["instruction"], test["test"], params, width,
                                                       device)
+        if params.code_model.samples:
+            metrics.update(self.sampled(model, tok, test["instruction"], test["test"], params, width, device, ""))
         metrics.update({f"share_{k}": metrics["statuses"].get(k, 0) / metrics["programs"]
                         for k in sandbox.STATUSES})
         if "train_programs" in tables:  # as many of its own training programs, drawn once
@@ -117,6 +148,16 @@ class CodeTask(Task):
             own = train.take(pick).to_pydict()
             seen, _, _ = self.run_programs(model, tok, own["instruction"], own["test"], params, width, device)
             metrics.update(train_pass_at_1=seen["pass_at_1"], train_parse_rate=seen["parse_rate"])
+        for bench in params.code_model.benchmarks:  # real benchmarks (humaneval), asked as in the paper's table
+            problems = loaders.load_benchmark(bench)
+            asks = [f"Complete this Python function:\n{p['prompt']}" for p in problems]
+            scored, _, _ = self.run_programs(model, tok, asks, [p["test"] for p in problems], params, width, device)
+            name = benchmark_name(bench)
+            metrics.update({f"{name}_pass_at_1": scored["pass_at_1"], f"{name}_parse_rate": scored["parse_rate"],
+                            f"{name}_prompts_fitting": scored["prompts_fitting"], f"{name}_problems": len(problems)})
+            if params.code_model.samples:
+                metrics.update(self.sampled(model, tok, asks, [p["test"] for p in problems], params, width, device,
+                                            f"{name}_"))
         samples = pd.DataFrame({"structure": test["structure"], "instruction": test["instruction"],
                                 "expected": test["target"], "written": written,
                                 "status": [r.status for r in results]}).head(n_samples)
