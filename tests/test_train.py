@@ -189,3 +189,13 @@ def test_ddp_on_two_cpu_processes_records_once(tiny, in_tmp):
     steps = [m.step for m in client.get_metric_history(info["run_id"], "val/unseen_op_accuracy")]
     assert steps == sorted(set(steps)) and len(steps) == 2
     assert torch.load(in_tmp / "models/rewrite.pt", weights_only=True)["state_dict"]
+
+
+def test_small_epochs_log_without_lightning_warning(tiny_data, recwarn):
+    # 640 rows at batch 32: 20 batches an epoch, fewer than Lightning's default logging interval
+    p = tiny_data.replace(train=tiny_data.train.replace(max_steps=24, val_every_steps=500))
+    tok, data = fit_inputs(p)
+    from lightning.pytorch.loggers import CSVLogger  # Lightning checks the interval only when something logs
+
+    training.fit(p, TASK, tok, data, logger=CSVLogger("logs"), ckpt_dir=Path("checkpoints/a"), verbose=False)
+    assert not [w for w in recwarn if "log_every_n_steps" in str(w.message)]

@@ -216,7 +216,10 @@ def global_rank() -> int:
 
 
 def build_trainer(tcfg: TrainConfig, precision: str, total_steps: int, logger=False, callbacks=(),
-                  **overrides) -> L.Trainer:
+                  epoch_batches: int | None = None, **overrides) -> L.Trainer:
+    # Lightning warns when an epoch has fewer batches than the logging interval (small N): log at least once
+    # an epoch instead.
+    log_every = min(50, tcfg.val_every_steps, max(1, epoch_batches or 50))
     kwargs = dict(
         max_steps=total_steps, accelerator=tcfg.accelerator, devices=world_size(tcfg), strategy=tcfg.strategy,
         # Each rank takes its share of the training order itself (EpochOrder) and validates on the full sets:
@@ -224,7 +227,7 @@ def build_trainer(tcfg: TrainConfig, precision: str, total_steps: int, logger=Fa
         use_distributed_sampler=False,
         precision=precision, gradient_clip_val=tcfg.grad_clip or None,
         val_check_interval=min(tcfg.val_every_steps, total_steps), check_val_every_n_epoch=None,
-        log_every_n_steps=min(50, tcfg.val_every_steps), logger=logger, callbacks=list(callbacks),
+        log_every_n_steps=log_every, logger=logger, callbacks=list(callbacks),
         enable_model_summary=False, num_sanity_val_steps=0, enable_progress_bar=sys.stderr.isatty(),
     )
     kwargs.update(overrides)
@@ -334,7 +337,7 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
     progress = [ProgressLine(total_steps, task.monitor)] if verbose else []
     precision = choose_precision(tcfg, family, params.model)
-    trainer = build_trainer(tcfg, precision, total_steps, logger=logger,
+    trainer = build_trainer(tcfg, precision, total_steps, logger=logger, epoch_batches=len(train_loader),
                             callbacks=[latest, ResumePoint(train_loader.sampler, tcfg.batch_size), *progress,
                                        *callbacks])
     if verbose:
