@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from instdiv.engine.findings import seed_interval as mean_interval
 from instdiv.engine.tracking import repo_root as tracking_root
 from instdiv.errors import DataError
 
@@ -83,15 +83,10 @@ def seed_thresholds(instructions, accuracy, seeds, fraction: float, plateau: flo
 
 
 def seed_interval(values, confidence: float) -> tuple[float, float, float]:
-    """Geometric mean of positive values and its Student t interval over them (NaN bounds below 2 values)."""
-    logs = np.log([v for v in values if math.isfinite(v)])
-    if not len(logs):
-        return math.nan, math.nan, math.nan
-    center = float(np.exp(logs.mean()))
-    if len(logs) < 2:
-        return center, math.nan, math.nan
-    half = stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
-    return center, float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
+    """Geometric mean of positive values and its Student t interval over them (NaN bounds below 2 values):
+    thresholds vary by factors, so the interval is taken on their logarithms."""
+    center, lo, hi = mean_interval(np.log([v for v in values if math.isfinite(v)]), confidence)
+    return tuple(float(np.exp(v)) for v in (center, lo, hi))
 
 
 def estimate(instructions, accuracy, seeds, fraction: float = 0.5, confidence: float = 0.9) -> dict:
@@ -241,10 +236,8 @@ def _per_point(done: pd.DataFrame, x: str, metric: str, confidence: float) -> pd
     """Mean over seeds at each I with its Student t interval (the seeds' own spread)."""
     rows = []
     for value, runs in done.groupby(x):
-        y = runs[metric].to_numpy(float)
-        half = stats.t.ppf(0.5 + confidence / 2, len(y) - 1) * y.std(ddof=1) / math.sqrt(len(y)) \
-            if len(y) > 1 else math.nan
-        rows.append({x: value, "mean": y.mean(), "half": half, "n": len(y)})
+        mean, _, high = mean_interval(runs[metric].to_numpy(float), confidence)
+        rows.append({x: value, "mean": mean, "half": high - mean, "n": len(runs)})
     return pd.DataFrame(rows)
 
 
