@@ -70,40 +70,40 @@ def test_general_tasks_by_hand():
     assert general.number_words(47) == "forty-seven" and general.number_words(305) == "three hundred five"
     assert general.number_words(0) == "zero" and general.number_words(90) == "ninety"
     rng = np.random.default_rng(0)
-    for q, a in general.arithmetic(rng, 50):
+    for q, a in general.TASKS["arithmetic"](rng, 50):
         words = q.removeprefix("What is ").removesuffix("? Answer in words.").split(" ")
         assert words[1] in ("plus", "minus", "times") and a == general.number_words(
             eval(f"{general.ONES.index(words[0])} {dict(plus='+', minus='-', times='*')[words[1]]} "
                  f"{general.ONES.index(words[2])}"))
-    for q, a in general.rewrite(rng, 50):
+    for q, a in general.TASKS["rewrite"](rng, 50):
         pattern, text, replacement = q.split("'")[1], q.split("'")[3], q.split("'")[5]
         assert a == text.replace(pattern, replacement, 1)
-    for q, a in general.words(rng, 50):
+    for q, a in general.TASKS["words"](rng, 50):
         w = q.split("'")[1]
         assert a in (w[::-1], w.upper(), "".join(c * 2 for c in w), general.number_words(len(w)))
     assert len(general.TASKS) >= 10  # the kinds of general-domain task: their diversity is what the paper varies
-    for q, a in general.sort_words(rng, 20):
+    for q, a in general.TASKS["sort_words"](rng, 20):
         assert a.split(", ") == sorted(q.split(": ")[1].rstrip(".").split(", "))
-    for q, a in general.count_letter(rng, 20):
+    for q, a in general.TASKS["count_letter"](rng, 20):
         c, w = q.split("'")[1], q.split("'")[3]
         assert a == general.number_words(w.count(c))
-    for q, a in general.acronym(rng, 20):
+    for q, a in general.TASKS["acronym"](rng, 20):
         assert a == "".join(w[0] for w in q.split("'")[1].split()).upper()
-    for q, a in general.compare(rng, 20):
+    for q, a in general.TASKS["compare"](rng, 20):
         a_, b_ = q.rstrip("?").split(", ")[1].split(" or ")
         values = {general.number_words(v): v for v in range(100)}
         pick = max if "larger" in q else min
         assert values[a] == pick(values[a_], values[b_])
-    for q, a in general.digits_to_words(rng, 20):
+    for q, a in general.TASKS["digits_to_words"](rng, 20):
         assert a == general.number_words(int(q.split()[3]))
-    for q, a in general.next_letters(rng, 20):
+    for q, a in general.TASKS["next_letters"](rng, 20):
         assert a == "".join(chr((ord(c) - 97 + 1) % 26 + 97) for c in q.split("'")[1])
-    for q, a in general.remove_vowels(rng, 20):
+    for q, a in general.TASKS["remove_vowels"](rng, 20):
         assert a == "".join(c for c in q.split("'")[1] if c not in "aeiou")
-    for q, a in general.yes_no_palindrome(rng, 40):
+    for q, a in general.TASKS["yes_no_palindrome"](rng, 40):
         w = q.split("'")[1]
         assert a == ("yes" if w == w[::-1] else "no")
-    for q, a in general.list_position(rng, 20):
+    for q, a in general.TASKS["list_position"](rng, 20):
         ordinal, words = q.removeprefix("What is the ").split(" word in: ")
         k = ["first", "second", "third", "fourth", "fifth", "sixth"].index(ordinal)
         assert a == words.rstrip("?").split()[k]
