@@ -55,6 +55,29 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+class Interrupted(Exception):
+    """A training run killed mid-way (raised from inside a training step)."""
+
+
+@pytest.fixture
+def kill_training_at(monkeypatch):
+    """`kill_training_at(step)`: training runs from now on raise Interrupted when they reach `step` (after the
+    checkpoints before it were written); `kill_training_at(None)`: they train normally again."""
+    from instdiv.engine.training import LitCausalLM
+
+    step = LitCausalLM.training_step
+
+    def kill(at: int | None) -> None:
+        def killed(self, batch, batch_idx):
+            if self.global_step == at:
+                raise Interrupted
+            return step(self, batch, batch_idx)
+
+        monkeypatch.setattr(LitCausalLM, "training_step", step if at is None else killed)
+
+    return kill
+
+
 def write_params(path: Path, raw: dict) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -11,11 +11,10 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import params, tiny_hf_model
+from conftest import Interrupted, params, tiny_hf_model
 
 from instdiv.engine import model as models
 from instdiv.engine import stages, text, training
-from instdiv.engine.training import LitCausalLM
 from instdiv.errors import ConfigError
 from instdiv.models.hf import FAMILY as HF
 from instdiv.models.hf import HFSection, load_tokenizer
@@ -125,30 +124,19 @@ def test_full_fine_tuning_saves_every_weight_and_learns(hf_params, base_dir):
     assert loss_after < 0.8 * loss_before
 
 
-class Interrupted(Exception):
-    pass
-
-
-def test_a_killed_lora_run_resumes_to_exactly_the_uninterrupted_result(hf_params, in_tmp, monkeypatch):
+def test_a_killed_lora_run_resumes_to_exactly_the_uninterrupted_result(hf_params, in_tmp, kill_training_at):
     """Adapter-only checkpoints (the base is read from model.path again) resume to the same adapter, bit for
     bit, and the same validation history, as a run never interrupted."""
     p = hf_params.replace(train=hf_params.train.replace(max_steps=20, val_every_steps=7))
     reference = stages.train(p.replace(train=p.train.replace(checkpoint_dir="reference")), TASK, DATA,
                              Path("models/reference.pt"), None)
-    step = LitCausalLM.training_step
-
-    def killed_at_10(self, batch, batch_idx):
-        if self.global_step == 10:
-            raise Interrupted
-        return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(LitCausalLM, "training_step", killed_at_10)
+    kill_training_at(10)
     with pytest.raises(Interrupted):
         stages.train(p, TASK, DATA, Path("models/model.pt"), None)
     (ckpt_dir,) = (in_tmp / "checkpoints").iterdir()
     ckpt = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 7 and all("lora_" in k or k.startswith("acc.") for k in ckpt["state_dict"])
-    monkeypatch.setattr(LitCausalLM, "training_step", step)
+    kill_training_at(None)
     resumed = stages.train(p, TASK, DATA, Path("models/model.pt"), None)
     written = torch.load("models/model.pt", weights_only=True)["state_dict"]
     expected = torch.load("models/reference.pt", weights_only=True)["state_dict"]

@@ -15,7 +15,7 @@ from instdiv.engine.training import LitCausalLM
 from instdiv.models.gpt import FAMILY as GPT, GPTSection
 from instdiv.tasks.rewrite import TASK
 
-from conftest import params
+from conftest import Interrupted, params
 
 DATA = Path("data/rewrite")
 
@@ -56,21 +56,10 @@ def test_precision_choice_follows_measurement():
     assert choose(TrainConfig(precision="32-true"), GPT, GPTSection(d_model=512)) == "32-true"
 
 
-class Interrupted(Exception):
-    pass
-
-
-def test_interrupted_run_resumes_into_the_same_mlflow_run(tiny_data, in_tmp, monkeypatch):
+def test_interrupted_run_resumes_into_the_same_mlflow_run(tiny_data, in_tmp, kill_training_at):
     p = tiny_data  # 30 steps, validation and checkpoint every 10
-    step = LitCausalLM.training_step
     p = p.replace(train=p.train.replace(val_every_steps=10))
-
-    def crash_at_25(self, batch, batch_idx):
-        if self.global_step == 25:
-            raise Interrupted
-        return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(LitCausalLM, "training_step", crash_at_25)
+    kill_training_at(25)
     with pytest.raises(Interrupted):
         train_stage(p)
     (ckpt_dir,) = (in_tmp / "checkpoints").iterdir()
@@ -78,7 +67,7 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(tiny_data, in_tmp, mon
     assert not first["finished"]
     assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == 20
 
-    monkeypatch.setattr(LitCausalLM, "training_step", step)
+    kill_training_at(None)
     info = train_stage(p)
     assert info["run_id"] == first["run_id"] and info["steps"] == 30
     client = mlflow.MlflowClient(f"sqlite:///{in_tmp}/mlruns/mlflow.db")
@@ -97,7 +86,7 @@ def history(client, run_id: str) -> dict:
 
 
 @pytest.mark.parametrize("every,checkpoint", [(7, 21), (10, 20)], ids=["mid-epoch", "epoch-end"])
-def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_data, in_tmp, monkeypatch, every,
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_data, in_tmp, kill_training_at, every,
                                                                    checkpoint):
     """Killed after a checkpoint (20 batches an epoch: step 21 is mid-epoch, step 20 an epoch's end; the crash
     at 25), run again: every tensor of the final training state and of the model written, and every metric
@@ -105,19 +94,12 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_data, in_
     p = tiny_data.replace(train=tiny_data.train.replace(val_every_steps=every, max_steps=45))
     reference = stages.train(p.replace(train=p.train.replace(checkpoint_dir="reference")), TASK, DATA,
                              Path("models/reference.pt"), None)
-    step = LitCausalLM.training_step
-
-    def killed_at_25(self, batch, batch_idx):
-        if self.global_step == 25:
-            raise Interrupted
-        return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(LitCausalLM, "training_step", killed_at_25)
+    kill_training_at(25)
     with pytest.raises(Interrupted):
         stages.train(p, TASK, DATA, Path("models/model.pt"), None)
     (ckpt_dir,) = (in_tmp / "checkpoints").iterdir()
     assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["global_step"] == checkpoint
-    monkeypatch.setattr(LitCausalLM, "training_step", step)
+    kill_training_at(None)
     resumed = stages.train(p, TASK, DATA, Path("models/model.pt"), None)
 
     def tensors(obj, prefix=""):
