@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup repro test test-all bench ui dashboard clean-checkpoints
+.PHONY: setup repro test test-all test-gpu bench ui dashboard clean-checkpoints
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,9 @@ test: setup
 test-all: setup
 	scripts/ensure-postgres.sh
 	pytest -q -m ""
+
+test-gpu: setup
+	pytest -q -m gpu
 
 bench: setup
 	python benchmarks/bench.py

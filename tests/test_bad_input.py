@@ -186,3 +186,7 @@ def test_absent_infrastructure_gets_one_line_within_seconds(tiny, in_tmp):
     tiny["train"]["accelerator"] = "gpus"
     write_params(in_tmp / "params.yaml", tiny)
     assert "train.accelerator=gpus: unknown" in fails_fast(["train"], in_tmp)
+    tiny["train"]["accelerator"] = "cpu"
+    tiny["train"]["compile"] = "reduce-overhead"
+    write_params(in_tmp / "params.yaml", tiny)
+    assert "train.compile=reduce-overhead adds CUDA graphs, and this run is on a CPU" in fails_fast(["train"], in_tmp)

@@ -130,6 +130,10 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_data, in_
         # Resumed from a checkpoint taken at an epoch's last batch, Lightning counts that epoch twice: its own
         # `epoch` value is one higher from there on (weights, data order and every other metric are equal).
         got, want = ({k: v for k, v in h.items() if k != "epoch"} for h in (got, want))
+    # speed is measured, not computed: the same steps, other values
+    speed = [k for k in want if k.startswith("perf/")]
+    assert {"perf/tokens_per_second", "perf/step_ms", "perf/tflops"} <= set(speed)
+    assert all([s for s, _ in got.pop(k)] == [s for s, _ in want.pop(k)] for k in speed)
     assert got == want  # the same steps and values: nothing logged twice, nothing lost
     # (Lightning logs `epoch` with each logging call, so it alone may repeat a step, in both runs alike)
     assert all(len({s for s, _ in steps}) == len(steps) for key, steps in got.items() if key != "epoch")
@@ -181,3 +185,33 @@ def test_small_epochs_log_without_lightning_warning(tiny_data, recwarn):
 
     training.fit(p, TASK, tok, data, logger=CSVLogger("logs"), ckpt_dir=Path("checkpoints/a"), verbose=False)
     assert not [w for w in recwarn if "log_every_n_steps" in str(w.message)]
+
+
+def test_compile_needs_a_compiler_and_says_so(monkeypatch):
+    import shutil
+
+    from instdiv.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if shutil.which("g++"):
+        training.check_compile(TrainConfig(compile="default"))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="train.compile=default: torch.compile on a CPU needs a C\\+\\+ compiler"):
+        training.check_compile(TrainConfig(compile="default"))
+    training.check_compile(TrainConfig(compile="none"))
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tiny_data):
+    """train.compile: the same run through torch.compile (inductor, C++ on a CPU) ends where eager ends, to
+    float tolerance, and its checkpoint holds the network's own parameter names (about a minute: compiling)."""
+    p = tiny_data.replace(train=tiny_data.train.replace(max_steps=20, val_every_steps=10))
+    tok, data = fit_inputs(p)
+    eager, _, _ = training.fit(p, TASK, tok, data, logger=False, ckpt_dir=Path("checkpoints/eager"), verbose=False)
+    q = p.replace(train=p.train.replace(compile="default"))
+    compiled, _, _ = training.fit(q, TASK, tok, data, logger=False, ckpt_dir=Path("checkpoints/c"), verbose=False)
+    assert eager.state_dict().keys() == compiled.state_dict().keys()
+    for name, a in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[name], a, rtol=1e-3, atol=1e-4)
+    saved = torch.load("checkpoints/c/last.ckpt", weights_only=True)["state_dict"]
+    assert not [k for k in saved if "_orig_mod" in k]

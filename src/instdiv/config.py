@@ -153,11 +153,14 @@ class TrainConfig(Section):
     # The longest row trained on, in tokens (prompt, response, EOS); longer rows are left out and counted.
     # null: every row, the context sized to the longest.
     max_length: int | None = None
+    # torch.compile of the training step's forward and backward (a mode of torch.compile; reduce-overhead adds
+    # CUDA graphs). none: eager. Validation and decoding stay eager (their shapes change every token).
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
 
     # Where a run happens, not what it learns: left out of fingerprints and study names.
     PLACEMENT: ClassVar[tuple[str, ...]] = ("accelerator", "devices", "strategy", "checkpoint_dir")
     # Added after the first studies: left out of study names while at their defaults (engine/sweep/study.py).
-    LATER_KEYS: ClassVar[tuple[str, ...]] = ("threads", "max_length")
+    LATER_KEYS: ClassVar[tuple[str, ...]] = ("threads", "max_length", "compile")
 
     def check(self) -> None:
         positive(self, "batch_size", "val_every_steps", "epochs")

@@ -31,10 +31,19 @@ def predict(model, es: EvalSet, tok: Tokenizer, batch_size: int, device) -> torc
     model.eval()
     outs = []
     n_new = es.targets.size(1)
-    for i in range(0, len(es.prompts), batch_size):
-        p, m = es.prompts[i:i + batch_size].to(device), es.mask[i:i + batch_size].to(device)
-        outs.append(greedy(model, p, m, n_new, tok).cpu())
+    with low_precision(device):
+        for i in range(0, len(es.prompts), batch_size):
+            p, m = es.prompts[i:i + batch_size].to(device), es.mask[i:i + batch_size].to(device)
+            outs.append(greedy(model, p, m, n_new, tok).cpu())
     return torch.cat(outs) if outs else es.targets[:0]
+
+
+def low_precision(device):
+    """bf16 autocast for decoding on a GPU that has it, as training validates there (Lightning's bf16-mixed);
+    nothing on a CPU, where fp32 was measured faster at these sizes."""
+    dev = torch.device(device)
+    on = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on)
 
 
 def accuracies(correct: torch.Tensor, group: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
@@ -92,9 +101,10 @@ def _complete(model, tok: Tokenizer, prompts: list[str], width: int, batch_size:
     ids, mask = prompt_tensors(tok, [prompts[i] for i in fits], width)
     model.eval()
     written = [""] * len(prompts)
-    for start in range(0, len(fits), batch_size):
-        out = greedy(model, ids[start:start + batch_size].to(device), mask[start:start + batch_size].to(device),
-                     n_new, tok, temperature).cpu()
-        for row, i in zip(out, fits[start:start + batch_size]):
-            written[i] = tok.decode(row)
+    with low_precision(device):
+        for start in range(0, len(fits), batch_size):
+            out = greedy(model, ids[start:start + batch_size].to(device), mask[start:start + batch_size].to(device),
+                         n_new, tok, temperature).cpu()
+            for row, i in zip(out, fits[start:start + batch_size]):
+                written[i] = tok.decode(row)
     return written

@@ -14,8 +14,8 @@ import pyarrow as pa
 from instdiv import registry
 from instdiv.engine import model as models
 from instdiv.engine import tracking
-from instdiv.engine.training import (check_device, choose_precision, device, fingerprint, fit, fit_data, global_rank,
-                                     world_size)
+from instdiv.engine.training import (check_compile, check_device, choose_precision, device, fingerprint, fit,
+                                     fit_data, global_rank, world_size)
 from instdiv.errors import ConfigError
 
 
@@ -26,6 +26,7 @@ def check_infrastructure(params, training: bool = True) -> None:
     registry.family(params.model.kind).check(params.model)
     if training:
         check_device(params.train)
+        check_compile(params.train)
 
 
 def generate(params, task, out_dir: Path) -> dict:

@@ -21,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Sampler, TensorDataset
 from torchmetrics import MeanMetric
 
 from instdiv.config import TrainConfig
@@ -102,10 +102,17 @@ class LitCausalLM(L.LightningModule):
         self.network, self.tcfg, self.total_steps, self.tok = network, tcfg, total_steps, tok
         self.val_splits, self.groups = tuple(data.val), data.groups
         self.acc = torch.nn.ModuleDict({name: MeanMetric() for name in data.val_metrics()})
+        # The training forward, compiled when train.compile asks (kept out of the module's attributes, so the
+        # checkpoint holds the network's own parameter names); validation decodes with the eager network.
+        self.step_fn = {"forward": self.network}
+
+    def on_fit_start(self):
+        if self.tcfg.compile != "none":
+            self.step_fn["forward"] = torch.compile(self.network, mode=self.tcfg.compile, dynamic=False)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        _, loss = self.network(x.long(), y.long())
+        _, loss = self.step_fn["forward"](x.long(), y.long())
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -156,6 +163,60 @@ class ProgressLine(Callback):
               f"[{time.time() - self.start:.0f}s]", flush=True)
 
 
+class SpeedMonitor(Callback):
+    """Training speed, logged every `every` steps: perf/tokens_per_second (the training batches' tokens,
+    padding included), perf/step_ms and perf/tflops (model FLOPs: 3 x the forward pass's, counted once by torch's
+    FlopCounterMode on the first batch), and perf/mfu where Lightning knows the device's peak for this precision
+    (its table of GPUs; benchmarks/ measure the peak instead). The GPU is synchronized only when it logs;
+    validation time is left out."""
+
+    def __init__(self, every: int):
+        self.every, self.flops, self.peak = every, None, None
+        self.start, self.tokens, self.steps = None, 0, 0
+
+    def on_train_start(self, trainer, pl_module):
+        from lightning.fabric.utilities.throughput import get_available_flops
+
+        dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(str(trainer.precision).split("-")[0], torch.float32)
+        self.peak = get_available_flops(pl_module.device, dtype)
+
+    def _sync(self, pl_module):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.flops is None:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            x, y = batch
+            counter = FlopCounterMode(display=False)
+            # an extra forward that changes nothing: no gradients, and the random state (dropout) restored
+            with torch.no_grad(), torch.random.fork_rng(devices=[pl_module.device] if x.is_cuda else []), counter:
+                pl_module.network(x.long(), y.long())
+            self.flops = 3 * counter.get_total_flops() / x.numel()  # per token: forward, and backward twice it
+        if self.start is None:
+            self._sync(pl_module)
+            self.start, self.tokens, self.steps = time.perf_counter(), 0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.tokens += batch[0].numel()
+        self.steps += 1
+        if trainer.global_step % self.every:
+            return
+        self._sync(pl_module)
+        seconds = time.perf_counter() - self.start
+        rate = self.tokens / seconds
+        metrics = {"perf/tokens_per_second": rate, "perf/step_ms": 1000 * seconds / self.steps,
+                   "perf/tflops": rate * self.flops / 1e12}
+        if self.peak:
+            metrics["perf/mfu"] = rate * self.flops / self.peak
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+        self.start = None
+
+    def on_validation_start(self, trainer, pl_module):
+        self.start = None  # the window in progress is dropped: it would count validation as training time
+
+
 def check_device(tcfg: TrainConfig) -> None:
     """Fail with one line, before any data is built, when train asks for a device this machine lacks."""
     acc = str(tcfg.accelerator).lower()
@@ -172,6 +233,28 @@ def check_device(tcfg: TrainConfig) -> None:
     if gpus and isinstance(tcfg.devices, int) and tcfg.devices > gpus:
         raise ConfigError(f"train.devices={tcfg.devices}: this machine has {gpus} GPU(s); lower train.devices "
                           "or use auto")
+
+
+def check_compile(tcfg: TrainConfig) -> None:
+    """Fail with one line, before any data is built, when train.compile asks for what this machine cannot do:
+    torch.compile's default backend writes Triton kernels on a GPU and C++ on a CPU."""
+    if tcfg.compile == "none":
+        return
+    if torch.cuda.is_available() and str(tcfg.accelerator).lower() != "cpu":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise ConfigError(f"train.compile={tcfg.compile}: torch.compile needs Triton on a GPU and it is not "
+                              "installed; pip install triton (the version your torch names) or set train.compile: none")
+    else:
+        import shutil
+
+        if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+            raise ConfigError(f"train.compile={tcfg.compile}: torch.compile on a CPU needs a C++ compiler and none "
+                              "was found (g++, c++, clang++); install one or set train.compile: none")
+        if tcfg.compile == "reduce-overhead":
+            raise ConfigError("train.compile=reduce-overhead adds CUDA graphs, and this run is on a CPU; use "
+                              "train.compile: default (or none)")
 
 
 def choose_precision(tcfg: TrainConfig, family, mcfg) -> str:
@@ -215,11 +298,15 @@ def global_rank() -> int:
     return rank_zero_only.rank or 0
 
 
+def log_interval(tcfg: TrainConfig, epoch_batches: int | None) -> int:
+    """Steps between logged training metrics: 50, or fewer when validations are closer or, since Lightning
+    warns when an epoch has fewer batches than the interval (small N), at least once an epoch."""
+    return min(50, tcfg.val_every_steps, max(1, epoch_batches or 50))
+
+
 def build_trainer(tcfg: TrainConfig, precision: str, total_steps: int, logger=False, callbacks=(),
                   epoch_batches: int | None = None, **overrides) -> L.Trainer:
-    # Lightning warns when an epoch has fewer batches than the logging interval (small N): log at least once
-    # an epoch instead.
-    log_every = min(50, tcfg.val_every_steps, max(1, epoch_batches or 50))
+    log_every = log_interval(tcfg, epoch_batches)
     kwargs = dict(
         max_steps=total_steps, accelerator=tcfg.accelerator, devices=world_size(tcfg), strategy=tcfg.strategy,
         # Each rank takes its share of the training order itself (EpochOrder) and validates on the full sets:
@@ -305,11 +392,34 @@ class ResumePoint(Callback):
 
 
 def loaders(tcfg: TrainConfig, data: FitData, eval_batch: int) -> tuple[DataLoader, list[DataLoader]]:
+    """Loaders that index whole batches (`tensor[indices]`, no per-row collate): the rows of the training
+    order's batches, unchanged, at a cost that does not grow with the batch, and on the GPU too once
+    `DataOnDevice` has put the tensors there. The training loader's `order` is its EpochOrder."""
     order = EpochOrder(len(data.train), tcfg.seed, global_rank(), world_size(tcfg))
     # The loader draws its workers' base seed from the same generator, as with shuffle=True.
-    train_loader = DataLoader(data.train, batch_size=tcfg.batch_size, sampler=order, generator=order.generator,
-                              drop_last=False)
-    return train_loader, [DataLoader(v, batch_size=eval_batch) for v in data.val.values()]
+    train_loader = DataLoader(data.train, sampler=BatchSampler(order, tcfg.batch_size, drop_last=False),
+                              batch_size=None, generator=order.generator)
+    train_loader.order = order
+    val = [DataLoader(v, sampler=BatchSampler(range(len(v)), eval_batch, drop_last=False), batch_size=None)
+           for v in data.val.values()]
+    return train_loader, val
+
+
+class DataOnDevice(Callback):
+    """Moves the training and validation tensors to the GPU once, when training starts there: the datasets are
+    small integer tensors, and a batch is then an index into GPU memory, with no copy per step."""
+
+    def __init__(self, datasets: list[TensorDataset]):
+        self.datasets = datasets
+
+    def on_fit_start(self, trainer, pl_module):
+        if pl_module.device.type == "cuda":
+            for ds in self.datasets:
+                ds.tensors = tuple(t.to(pl_module.device) for t in ds.tensors)
+
+    def on_fit_end(self, trainer, pl_module):  # callers read the data on the CPU afterwards
+        for ds in self.datasets:
+            ds.tensors = tuple(t.cpu() for t in ds.tensors)
 
 
 def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path, resume: bool = False,
@@ -336,10 +446,11 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
     lit = LitCausalLM(network, tcfg, total_steps, tok, data)
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
     progress = [ProgressLine(total_steps, task.monitor)] if verbose else []
+    speed = SpeedMonitor(log_interval(tcfg, len(train_loader)))
     precision = choose_precision(tcfg, family, params.model)
     trainer = build_trainer(tcfg, precision, total_steps, logger=logger, epoch_batches=len(train_loader),
-                            callbacks=[latest, ResumePoint(train_loader.sampler, tcfg.batch_size), *progress,
-                                       *callbacks])
+                            callbacks=[latest, ResumePoint(train_loader.order, tcfg.batch_size), *progress,
+                                       DataOnDevice([data.train, *data.val.values()]), speed, *callbacks])
     if verbose:
         trainable = sum(q.numel() for q in network.parameters() if q.requires_grad)
         log.info("training %s parameters%s for %d steps on %s examples (%s, %s)%s", f"{network.num_params():,}",
