@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import params
 from lightning.pytorch.callbacks import Callback
 
 from instdiv.engine import decoding, stages, training
 from instdiv.engine.text import EvalSet
 from instdiv.tasks.rewrite import TASK
-
-from conftest import params
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -37,8 +36,8 @@ def test_training_on_the_gpu_learns_with_its_data_resident_and_fused_adamw(gpu_d
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen.append((batch[0].device.type, trainer.optimizers[0].defaults.get("fused")))
 
-    net, _, info = training.fit(p, TASK, tok, data, logger=False, ckpt_dir=Path("ck"), verbose=False,
-                                callbacks=[Spy()])
+    _, _, info = training.fit(p, TASK, tok, data, logger=False, ckpt_dir=Path("ck"), verbose=False,
+                              callbacks=[Spy()])
     assert info["precision"] == "bf16-mixed" and info["steps"] == 40
     assert set(seen) == {("cuda", True)}  # batches indexed on the GPU, one fused optimizer kernel
     assert data.train.tensors[0].device.type == "cpu"  # given back on the CPU for the caller
