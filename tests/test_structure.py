@@ -4,6 +4,7 @@ cycle; the engine never imports a task or a model; DVC stage deps cover what eac
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -297,3 +298,19 @@ def test_stage_deps_cover_every_module_their_command_runs():
                 file = file / "__init__.py" if file.is_dir() else file.with_suffix(".py")
                 assert any(file == d or d in file.parents for d in deps), \
                     f"{dvc_file.name}:{name} runs {file.relative_to(REPO)} but does not depend on it"
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_on_a_cpu(tmp_path):
+    """benchmarks/gpu.py is for a GPU machine, where time is short: its --quick form runs every part on a CPU
+    (5 to 10 minutes here), so the script that reaches the GPU has run before."""
+    out = tmp_path / "gpu.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/gpu.py"), "--quick", "--device", "cpu", "--json", str(out)],
+                   check=True, capture_output=True, timeout=1800)
+    result = json.loads(out.read_text())
+    assert set(result) >= {"peak", "step", "lightning", "largebatch", "concurrent", "paper"}
+    assert {"seen_op_accuracy", "unseen_op_accuracy"} <= set(result["largebatch"]["batch256"])
+    assert result["step"]["laptop"]["plain"]["tokens_per_s"] > 0 and result["peak"]["tflops"] > 0
+    assert 0 < result["lightning"]["none"]["lightning_over_bare"] < 2
+    assert result["concurrent"]["suite_runs"]["threshold"] == 12 and result["concurrent"]["suite_minutes_training"] > 0
+    assert result["paper"]["epochs_run"] >= 1 and "seen_accuracy" in result["paper"]["per_epoch"][0]

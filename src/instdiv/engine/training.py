@@ -163,6 +163,18 @@ class ProgressLine(Callback):
               f"[{time.time() - self.start:.0f}s]", flush=True)
 
 
+def flops_per_token(network, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Training FLOPs per token of the batch (x, y): the forward pass counted by torch's FlopCounterMode, and
+    the backward as twice the forward (nanoGPT's 6N + 12LTd per token, within 2% for the GPT). The extra
+    forward changes nothing: no gradients, and the random state (dropout) is restored."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if x.is_cuda else []), counter:
+        network(x.long(), y.long())
+    return 3 * counter.get_total_flops() / x.numel()
+
+
 class SpeedMonitor(Callback):
     """Training speed, logged every `every` steps: perf/tokens_per_second (the training batches' tokens,
     padding included), perf/step_ms and perf/tflops (model FLOPs: 3 x the forward pass's, counted once by torch's
@@ -186,14 +198,7 @@ class SpeedMonitor(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.flops is None:
-            from torch.utils.flop_counter import FlopCounterMode
-
-            x, y = batch
-            counter = FlopCounterMode(display=False)
-            # an extra forward that changes nothing: no gradients, and the random state (dropout) restored
-            with torch.no_grad(), torch.random.fork_rng(devices=[pl_module.device] if x.is_cuda else []), counter:
-                pl_module.network(x.long(), y.long())
-            self.flops = 3 * counter.get_total_flops() / x.numel()  # per token: forward, and backward twice it
+            self.flops = flops_per_token(pl_module.network, *batch)
         if self.start is None:
             self._sync(pl_module)
             self.start, self.tokens, self.steps = time.perf_counter(), 0, 0
