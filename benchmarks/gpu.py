@@ -205,12 +205,11 @@ def bench_concurrent(device: str, quick: bool, peak: float | None) -> dict:
     seconds = 10 if quick else 40
     counts = (1, 2) if quick else (1, 2, 4, 8, 12)
     out = {}
+    trial_tokens = 6000 * 64 * data("laptop", True)[2].block_size
     for k in counts:
         cmd = [sys.executable, __file__, "--worker", str(seconds), "--device", device] + (["--quick"] if quick else [])
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(k)]
         rates = [json.loads(p.communicate()[0].strip().splitlines()[-1])["tokens_per_s"] for p in procs]
-        x, y, cfg = data("laptop", True)
-        trial_tokens = 6000 * 64 * cfg.block_size
         out[f"{k}_processes"] = {"tokens_per_s_each": round(statistics.median(rates)),
                                  "tokens_per_s_total": round(sum(rates)),
                                  "trials_per_hour": round(3600 * sum(rates) / trial_tokens, 1)}
@@ -279,7 +278,7 @@ def bench_largebatch(device: str, quick: bool, peak: float | None) -> dict:
         final = {}
 
         class Last(Callback):
-            def on_validation_end(self, trainer, pl_module):
+            def on_validation_end(self, trainer, pl_module, final=final):
                 final.update({k.removeprefix("val/"): round(float(v), 4) for k, v in trainer.callback_metrics.items()
                               if k.startswith("val/") and k.endswith("op_accuracy")})
 
