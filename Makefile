@@ -30,6 +30,7 @@ test: setup
 
 test-all: setup
 	scripts/ensure-postgres.sh
+	scripts/ensure-browser.sh
 	pytest -q -m ""
 
 test-gpu: setup

@@ -94,6 +94,38 @@ def _lightning(gpt: GPTConfig, loader, tcfg: TrainConfig, steps: int, precision:
     return time.perf_counter() - start
 
 
+def bench_loader(quick: bool) -> dict:
+    """Training batches per second: the suite's loader (whole batches indexed at once, training.loaders) against
+    the per-row loader it replaced (the same sampler, default collate), the same rows in the same order."""
+    from instdiv.engine.training import EpochOrder, loaders
+
+    gpt, plain = _setup(64)
+    data = FitData(plain.dataset, {}, 0, gpt.block_size)
+    n = 300 if quick else 3000
+    tcfg = TrainConfig()
+
+    def per_row():
+        order = EpochOrder(len(data.train), 0)
+        return torch.utils.data.DataLoader(data.train, batch_size=64, sampler=order, generator=order.generator)
+
+    def drain(loader):
+        it, k = iter(loader), 0
+        while k < n:
+            for _ in it:
+                k += 1
+                if k == n:
+                    return
+            it = iter(loader)
+
+    old, new = [], []
+    for _ in range(3):
+        old.append(timed(lambda: drain(per_row())))
+        new.append(timed(lambda: drain(loaders(tcfg, data, 512)[0])))
+    o, w = statistics.median(old), statistics.median(new)
+    return {"batches": n, "per_row_batches_per_s": round(n / o), "indexed_batches_per_s": round(n / w),
+            "speedup": round(o / w, 1)}
+
+
 def bench_lightning(quick: bool) -> dict:
     steps, repeats = (60, 2) if quick else (300, 3)
     gpt, loader = _setup(64)
@@ -303,7 +335,7 @@ def bench_workers(quick: bool) -> dict:
     return out
 
 
-BENCHES = {"generator": bench_generator, "lightning": bench_lightning, "kvcache": bench_kvcache,
+BENCHES = {"generator": bench_generator, "loader": bench_loader, "lightning": bench_lightning, "kvcache": bench_kvcache,
            "precision": bench_precision, "sandbox": bench_sandbox, "workers": bench_workers, "lora": bench_lora,
            "hfdecode": bench_hfdecode}
 

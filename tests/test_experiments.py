@@ -17,8 +17,26 @@ from conftest import write_params
 
 
 def declare(root, name, **fields):
+    """experiments/<name>.yaml, and its knobs (scale, weights) in experiments/params.yaml, as users write them."""
     (root / "experiments").mkdir(exist_ok=True)
+    knobs = {k: fields.pop(k) for k in ("scale", "weights") if k in fields}
     (root / "experiments" / f"{name}.yaml").write_text(yaml.safe_dump(fields))
+    path = root / "experiments" / "params.yaml"
+    table = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    path.write_text(yaml.safe_dump({**table, name: knobs}))
+
+
+def copy_experiments(root, knobs: dict[str, dict] | None = None):
+    """The repository's experiments into root/experiments, with `knobs` set in experiments/params.yaml."""
+    from conftest import REPO
+
+    (root / "experiments").mkdir(exist_ok=True)
+    for path in (REPO / "experiments").glob("*.yaml"):
+        (root / "experiments" / path.name).write_text(path.read_text())
+    table = yaml.safe_load((REPO / "experiments/params.yaml").read_text())
+    for name, values in (knobs or {}).items():
+        table[name] = {**table[name], **values}
+    (root / "experiments/params.yaml").write_text(yaml.safe_dump(table))
 
 
 def test_effective_instructions():
@@ -91,7 +109,12 @@ def test_tiny_experiment_end_to_end(tiny, in_tmp, axes, x, series, panel, metric
         assert (points["instructions_holding_99pct"] <= points["n_instructions"]).all()
     trials = pd.read_csv(in_tmp / "reports/tiny/trials.csv")
     assert set(trials["state"]) == {"COMPLETE"}
-    assert json.loads((in_tmp / "reports/tiny/metrics.json").read_text())["points"]
+    assert json.loads((in_tmp / "reports/tiny/report.json").read_text())["points"]
+    numbers = json.loads((in_tmp / "reports/tiny/metrics.json").read_text())  # what DVC compares: numbers only
+    assert {"trials", "untrained", "training_minutes"} <= set(numbers)
+    leaves = [v for v in numbers.values() if not isinstance(v, dict)]
+    leaves += [v for d in numbers.values() if isinstance(d, dict) for v in d.values()]
+    assert all(v is None or isinstance(v, (int, float)) for v in leaves)
     assert (in_tmp / "reports/tiny/figure.png").stat().st_size > 10_000
     index = (in_tmp / "reports/index.md").read_text()
     assert "## Tiny" in index and "tiny/figure.png" in index and "The paper's finding." in index
@@ -165,18 +188,13 @@ def test_axis_labels():
 @pytest.mark.parametrize("scale", ["laptop", "paper"])
 def test_declared_experiments_are_possible_at_both_scales(scale, tmp_path, monkeypatch):
     """Every experiments/<name>.yaml loads and every point of its grid can be generated, at laptop scale and
-    with its paper-scale overrides (`-S experiments/<name>.yaml:scale=paper`)."""
+    with its paper-scale overrides (`-S experiments/params.yaml:<name>.scale=paper`)."""
     from conftest import REPO
     from instdiv.engine import sweep
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "experiments").mkdir()
-    for path in (REPO / "experiments").glob("*.yaml"):
-        text = path.read_text()
-        if path.name != "dvc.yaml":
-            assert "\nscale: laptop" in text, f"{path.name}: declare scale: laptop (for dvc exp run -S ...:scale=paper)"
-            text = text.replace("\nscale: laptop", f"\nscale: {scale}")
-        (tmp_path / "experiments" / path.name).write_text(text)
+    table = yaml.safe_load((REPO / "experiments/params.yaml").read_text())
+    copy_experiments(tmp_path, {name: {"scale": scale} for name in table})
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     # the bases some experiments start from (experiments/dvc.yaml's pretrain@<name> writes them)
     from instdiv.engine import model as models
@@ -189,6 +207,7 @@ def test_declared_experiments_are_possible_at_both_scales(scale, tmp_path, monke
         models.save(tmp_path / stages.base_path(base), GPT, GPT.build(GPTSection(), TOKENIZER, 40), prompt_width=30)
     names = experiments.names()
     assert {"skew", "noop", "families", "occurrences", "encrypted"} <= set(names)
+    assert set(names) == set(table)  # every experiment's knobs, where dvc exp run -S finds them
     for name in names:
         exp, params = experiments.load(name)
         sweep.check(params)
@@ -211,7 +230,8 @@ def test_experiment_stages_are_declared_apart_from_the_default_pipeline():
     listed = subprocess.run([dvc, "stage", "list", "experiments/dvc.yaml", "--name-only"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
-    declared = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml") if p.name != "dvc.yaml")
+    declared = sorted(
+        p.stem for p in (REPO / "experiments").glob("*.yaml") if p.name not in ("dvc.yaml", "params.yaml"))
     stages = listed.stdout.split()
     # every experiment is a stage; those that fine-tune a pretrained base depend on it (experiment_from_base@)
     assert sorted(s.split("@")[1] for s in stages
@@ -260,10 +280,7 @@ def test_pretrained_model_recipes_resolve_without_weights(tmp_path, monkeypatch,
     from conftest import REPO
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "experiments").mkdir()
-    text = (REPO / "experiments" / f"{name}.yaml").read_text()
-    text = text.replace("\nscale: laptop", f"\nscale: {preset}\nweights: /data/weights/{preset}")
-    (tmp_path / "experiments" / f"{name}.yaml").write_text(text)
+    copy_experiments(tmp_path, {name: {"scale": preset, "weights": f"/data/weights/{preset}"}})
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     exp, params = experiments.load(name)
     m = params.model
@@ -283,9 +300,10 @@ def test_an_unknown_scale_is_one_line(tmp_path, monkeypatch):
     from conftest import REPO
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "experiments").mkdir()
-    text = (REPO / "experiments" / "noop.yaml").read_text().replace("\nscale: laptop", "\nscale: llama3")
-    (tmp_path / "experiments" / "noop.yaml").write_text(text)
+    copy_experiments(tmp_path, {"noop": {"scale": "llama3"}})
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     with pytest.raises(ConfigError, match="scale=llama3: no such scale or preset; known: laptop, deepseek-coder"):
+        experiments.load("noop")
+    (tmp_path / "experiments/noop.yaml").write_text("title: t\nscale: paper\n")
+    with pytest.raises(ConfigError, match="scale is a knob; set it in experiments/params.yaml"):
         experiments.load("noop")

@@ -194,7 +194,8 @@ def preset(name: str, params: ParamsOpt = Path("params.yaml")):
     if kind is not None and kind != (merged.get("model") or {}).get("kind", "gpt"):
         raise ConfigError(f"preset {name} changes model.kind to {kind}, whose keys differ (dvc exp run -S cannot "
                           f"remove the others'); apply it through an experiment: dvc exp run -S "
-                          f"experiments/<name>.yaml:scale={name} -S experiments/<name>.yaml:weights=DIR ...")
+                          f"experiments/params.yaml:<name>.scale={name} -S experiments/params.yaml:<name>.weights=DIR "
+                          "...")
     for section, values in overrides.items():
         merged.setdefault(section, {}).update(values)
     params_from_dict(merged, source=f"{params} + preset {name}")  # fail here, not half-way through a run

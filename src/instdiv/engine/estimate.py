@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from instdiv.engine import reports
 from instdiv.engine.findings import seed_interval as mean_interval
 from instdiv.engine.tracking import repo_root as tracking_root
 from instdiv.errors import DataError
@@ -140,6 +141,19 @@ def _sides(used: pd.DataFrame, x: str, metric: str, est: dict) -> dict | None:
             "above_instructions": sorted(int(v) for v in above[x].unique()), "above_min": float(above[metric].min())}
 
 
+def _summary(est: dict) -> dict:
+    """The estimate's headline numbers (and the control arm's threshold), for reports/sweep/metrics.json."""
+    keys = ("threshold_instructions", "ci_low", "ci_high", "seeds", "seeds_located", "runs", "untrained_runs",
+            "mean_unseen_patterns_in_train")
+    out = {k.removesuffix("_instructions"): est.get(k) for k in keys}
+    out["plateau"] = (est.get("fit") or {}).get("plateau")
+    c = est.get("control")
+    if c:
+        out["control"] = {k.removesuffix("_instructions"): c.get(k)
+                          for k in ("threshold_instructions", "ci_low", "ci_high", "untrained_runs")}
+    return out
+
+
 def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control: str | None = None) -> dict:
     """The `estimate` stage: read the sweep's trials, fit, and write the threshold and, in `out_dir`, the
     points, the fitted curve and the figures (with a control arm beside the study, given `control`)."""
@@ -174,6 +188,8 @@ def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control:
     threshold_path.parent.mkdir(parents=True, exist_ok=True)
     threshold_path.write_text(json.dumps(_finite(est), indent=2) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # the numbers DVC compares across experiments; threshold.json keeps the whole estimate
+    (out_dir / "metrics.json").write_text(json.dumps(reports.numbers(_summary(est)), indent=2) + "\n")
     cols = [x, "seed", "learned", *task.metrics, cfg.metric, *task.learned_metrics, *overlap, *cfg.axes]
     done.sort_values([x, "seed"] if "seed" in done else x)[[c for c in dict.fromkeys(cols) if c in done]] \
         .to_csv(out_dir / "points.csv", index=False)

@@ -22,11 +22,13 @@ from pydantic import Field
 
 from instdiv.config import PRESETS_DIR, Section, parse
 from instdiv.engine import findings as verdicts
+from instdiv.engine import reports
 from instdiv.engine import sweep
 from instdiv.errors import ConfigError
 from instdiv.params import Params, params_from_dict, params_type
 
 EXPERIMENTS_DIR = Path("experiments")
+KNOBS = "params.yaml"  # experiments/params.yaml: each experiment's scale and weights (what dvc exp run -S sets)
 REPORTS_DIR = Path("reports")
 
 
@@ -42,10 +44,11 @@ class ExperimentConfig(Section):
     x_log: bool = False
     metrics: list[str] | None = None  # one row of plots each; null: the metric the task monitors
     params: dict = Field(default_factory=dict)  # overrides of params.yaml sections
-    # The paper's scale (a GPU): `dvc exp run -S experiments/<name>.yaml:scale=paper ...` applies the
-    # package's paper preset (instdiv/presets/paper.yaml), then paper_scale, on top of params. Another
-    # preset's name (llama2-lora, deepseek-coder: a pretrained model's recipe) applies that preset too, then
-    # this experiment's `presets.<name>`, with the model's weights from `weights` (a local directory).
+    # Set in experiments/params.yaml, not here (the knobs DVC lists; the declaration is a dep). The paper's
+    # scale (a GPU): `dvc exp run -S experiments/params.yaml:<name>.scale=paper ...` applies the package's
+    # paper preset (instdiv/presets/paper.yaml), then paper_scale, on top of params. Another preset's name
+    # (llama2-lora, deepseek-coder: a pretrained model's recipe) applies that preset too, then this
+    # experiment's `presets.<name>`, with the model's weights from `weights` (a local directory).
     scale: str = "laptop"
     paper_scale: dict = Field(default_factory=dict)
     presets: dict[str, dict] = Field(default_factory=dict)
@@ -72,19 +75,40 @@ class ExperimentConfig(Section):
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.name != "dvc.yaml")
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.name not in ("dvc.yaml", KNOBS))
+
+
+def _yaml(path: Path) -> dict:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
+def knobs(name: str) -> dict:
+    """The experiment's entry in experiments/params.yaml ({} when the file or the entry is absent: laptop)."""
+    path = EXPERIMENTS_DIR / KNOBS
+    values = _yaml(path).get(name) if path.is_file() else None
+    if values is None:
+        return {}
+    if not isinstance(values, dict) or set(values) - {"scale", "weights"}:
+        raise ConfigError(f"{path}: {name} takes scale and weights only, e.g. {name}: {{scale: laptop, weights: "
+                          "null}")
+    return values
 
 
 def declaration(name: str) -> ExperimentConfig:
-    """experiments/<name>.yaml, validated; keys left out take the defaults."""
+    """experiments/<name>.yaml, validated, with its knobs from experiments/params.yaml; keys left out take the
+    defaults."""
     path = EXPERIMENTS_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"no experiment '{name}' ({path} not found); known: {', '.join(names()) or 'none'}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return parse(ExperimentConfig, raw, str(path))
+    raw = _yaml(path)
+    for key in ("scale", "weights"):
+        if key in raw:
+            raise ConfigError(f"{path}: {key} is a knob; set it in {EXPERIMENTS_DIR / KNOBS} ({name}.{key}), where "
+                              "dvc exp run -S and dvc exp show find it")
+    return parse(ExperimentConfig, {**raw, **knobs(name)}, str(path))
 
 
 def load(name: str, params_path: str | Path = "params.yaml") -> tuple[ExperimentConfig, Params]:
@@ -222,7 +246,11 @@ def report(name: str, exp: ExperimentConfig, params: Params, frame: pd.DataFrame
         table = beside_paper(exp, params, points)
         (out / "table.md").write_text(table + "\n")
         metrics["table"], metrics["table_metric"] = table, exp.metrics[0]
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    # metrics.json: the counts and each finding's difference with its interval (finding1, finding2, ...)
+    numeric = {k: metrics[k] for k in ("trials", "untrained", "seeds", "training_minutes")}
+    numeric.update({f"finding{i}": {k: f.get(k) for k in ("difference", "ci_low", "ci_high", "seeds")}
+                    for i, f in enumerate(judged, 1)})
+    reports.write(out, numeric, metrics)
     figure(exp, params, points, done, out / "figure.png")
     write_index()
     return metrics
@@ -421,10 +449,10 @@ def write_index() -> None:
     sections = []
     for name in names():
         out = REPORTS_DIR / name
-        if not (out / "metrics.json").is_file():
+        if not (out / "report.json").is_file():
             continue
         exp = declaration(name)
-        metrics = json.loads((out / "metrics.json").read_text())
+        metrics = reports.read(out)
         for f in metrics.get("findings", []):
             rows.append(f"| {f['claim']} ([{name}]({name}/figure.png)) | {_ours(f)} | {f['paper']} | {f['verdict']} "
                         f"| {f['why']} |")

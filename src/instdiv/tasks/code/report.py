@@ -61,7 +61,14 @@ def report(params) -> dict:
     verdict = sweet_spot(runs, confidence)
     metrics = {"runs": len(runs), "untrained": int((~runs["learned"].astype(bool)).sum()),
                "points": points.round(4).replace({np.nan: None}).to_dict("records"), "verdict": verdict}
-    (REPORT_DIR / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    from instdiv.engine import reports
+
+    # metrics.json: the counts and each mix's pass@1 with its interval (general_0, general_5, ...)
+    numeric = {"runs": metrics["runs"], "untrained": metrics["untrained"],
+               **{f"general_{p['general_percent']}": {k.removeprefix("pass_at_1_") or k: p[k] for k in
+                                                       ("pass_at_1", "pass_at_1_low", "pass_at_1_high")}
+                  for p in metrics["points"]}}
+    reports.write(REPORT_DIR, numeric, metrics)
     figure(points, runs, verdict, REPORT_DIR / "figure.png", benches)
     return metrics
 
