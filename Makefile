@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 repro: setup
 	dvc repro
-	dvc metrics show
+	dvc metrics show reports/metrics.json reports/sweep/metrics.json
 	@echo "the studies (studies/*.journal): make dashboard; the runs: make ui; the findings: reports/index.md"
 
 test: setup

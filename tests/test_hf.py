@@ -83,8 +83,11 @@ def test_lora_fine_tunes_decodes_scores_and_logs(hf_params, in_tmp, base_dir):
     assert run.data.tags["model.base_model"] == "tiny-llama"
     assert len(run.data.tags["model.base_model_sha256"]) == 64
     assert "test/seen_accuracy" in run.data.metrics
-    files = {f.path for f in client.list_artifacts(info["run_id"], "model")}
-    assert {"model/adapter_config.json", "model/adapter_model.safetensors", "model/tokenizer.json"} <= files
+    files = {f.path for f in client.list_artifacts(info["run_id"], "hf_model")}
+    assert {"hf_model/adapter_config.json", "hf_model/adapter_model.safetensors", "hf_model/tokenizer.json"} <= files
+    # and the text-in, text-out model, by name, on the adapter over its base
+    served = mlflow.pyfunc.load_model(f"models:/{info['model_id']}")
+    assert all(isinstance(o, str) for o in served.predict(["ab>cd|xxabyy="]))
 
 
 def test_greedy_decoding_through_generate_matches_step_by_step_argmax(hf_params):

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from instdiv.engine.sweep import workers
 from instdiv.errors import ConfigError, InstdivError
 from instdiv.params import load_params
 
-from conftest import write_params
+from conftest import free_port, wait_for, write_params
 
 
 def test_propose_ends_then_bisection_then_around_the_crossing():
@@ -291,59 +290,31 @@ def test_killed_sweep_resumes_and_retries_the_lost_trial(tiny, in_tmp):
     assert retry["state"].tolist() == ["COMPLETE"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, seconds: float = 60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return r.read()
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"{url} did not answer")
-
-
-def test_two_workers_share_a_postgresql_study_and_an_mlflow_server(tiny, in_tmp, postgres_url):
+def test_two_workers_share_a_postgresql_study_and_an_mlflow_server(tiny, in_tmp, postgres_url, mlflow_server):
     """The several-machines setup on one host: workers share one PostgreSQL study and one MLflow server."""
-    port = free_port()
-    mlflow_exe = os.path.join(os.path.dirname(sys.executable), "mlflow")
-    server = subprocess.Popen([mlflow_exe, "server", "--backend-store-uri", f"sqlite:///{in_tmp}/server.db",
-                               "--artifacts-destination", str(in_tmp / "server-artifacts"),
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", 120)
-        tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], seeds=[0, 1], storage=postgres_url,
-                             study="pg-workers")
-        path = write_params(in_tmp / "params.yaml", tiny)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-        out = subprocess.run([sys.executable, "-m", "instdiv", "sweep", "--workers", "2"], cwd=in_tmp, env=env,
-                             capture_output=True, text=True, timeout=900)
-        assert out.returncode == 0, out.stderr[-3000:]
-        assert "database is locked" not in out.stderr
-        frame = pd.read_csv(in_tmp / "reports/sweep/trials.csv")
-        assert completed_points(frame) == [(i, s) for i in (4, 8, 16) for s in (0, 1)]  # each point once
-        assert set(frame["state"]) == {"COMPLETE"}
-        assert frame["worker"].nunique() == 2  # both processes took trials
-        study = optuna.load_study(study_name=sweep.study_name(load_params(path)), storage=postgres_url)
-        client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
-        exp = client.get_experiment_by_name("tests")
-        parent = study.user_attrs["mlflow_parent_run_id"]
-        nested = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
-        assert sorted(r.data.tags["optuna.trial"] for r in nested) == [str(i) for i in range(6)]
-        assert not (in_tmp / "mlruns" / "mlflow.db").exists()  # nothing went to the local store
-        # a worker started later finds nothing left to do
-        again = subprocess.run([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, env=env,
-                               capture_output=True, text=True, timeout=300)
-        assert again.returncode == 0 and len(pd.read_csv(in_tmp / "reports/sweep/trials.csv")) == 6
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    tiny["sweep"].update(mode="grid", instructions=[4, 8, 16], seeds=[0, 1], storage=postgres_url,
+                         study="pg-workers")
+    path = write_params(in_tmp / "params.yaml", tiny)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    out = subprocess.run([sys.executable, "-m", "instdiv", "sweep", "--workers", "2"], cwd=in_tmp, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "database is locked" not in out.stderr
+    frame = pd.read_csv(in_tmp / "reports/sweep/trials.csv")
+    assert completed_points(frame) == [(i, s) for i in (4, 8, 16) for s in (0, 1)]  # each point once
+    assert set(frame["state"]) == {"COMPLETE"}
+    assert frame["worker"].nunique() == 2  # both processes took trials
+    study = optuna.load_study(study_name=sweep.study_name(load_params(path)), storage=postgres_url)
+    client = mlflow.MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("tests")
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    nested = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.data.tags["optuna.trial"] for r in nested) == [str(i) for i in range(6)]
+    assert not (in_tmp / "mlruns" / "mlflow.db").exists()  # nothing went to the local store
+    # a worker started later finds nothing left to do
+    again = subprocess.run([sys.executable, "-m", "instdiv", "sweep"], cwd=in_tmp, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and len(pd.read_csv(in_tmp / "reports/sweep/trials.csv")) == 6
 
 
 def test_failed_trials_without_a_retry_are_enqueued_again_once():

@@ -207,10 +207,15 @@ class TrackingConfig(Section):
     # null: the MLFLOW_TRACKING_URI environment variable if set, else SQLite at <repo>/mlruns/mlflow.db.
     uri: str | None = None
     experiment: str = "rewrite"
+    # The train stage registers its model under this name ({task}: the task's) and points the alias
+    # `champion` at it: mlflow.pyfunc.load_model("models:/instdiv-rewrite@champion"). null: no registration.
+    registered_model: str | None = "instdiv-{task}"
 
     def check(self) -> None:
         if not self.experiment:
             raise ConfigError("tracking.experiment must be a non-empty name")
+        if self.registered_model is not None and not self.registered_model.replace("{task}", "x").strip():
+            raise ConfigError("tracking.registered_model must be a name (it may hold {task}) or null")
 
 
 class SweepConfig(Section):

@@ -46,8 +46,13 @@ def train(params, task, data_dir: Path, model_path: Path, curves_dir: Path | Non
     tags = {k: str(v) for k, v in manifest.items() if k not in ("task", "params", "files")}
     count = getattr(getattr(params, task.name), task.count_axis)
     sources = {name: data_dir / f"{name}.parquet" for name in tables}
-    return train_model(params, task, tables, digests, sources, model_path, curves_dir,
+    info = train_model(params, task, tables, digests, sources, model_path, curves_dir,
                        run_name=f"{task.name}-I{count}-seed{params.train.seed}", tags=tags)
+    registered = tracking.register(params.tracking, info["model_id"], task.name) if info else None
+    if registered:  # the stage's model, by name: models:/<name>@champion
+        info["registered_model"], info["registered_version"] = registered
+        model_path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
 
 
 def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, str], sources: dict[str, Path],
@@ -86,19 +91,20 @@ def train_model(params, task, tables: dict[str, pa.Table], digests: dict[str, st
         total = params.train.total_steps(len(data.train), world_size(params.train))
         tracking.log_params(run_logger, {**params.dump(), **(extra_params or {}), "train.total_steps": total,
                                          "train.precision_used": choose_precision(params.train, family, params.model)})
-        tracking.log_datasets(run_id, tables, digests, sources, task.name)
+        tracking.log_datasets(params.tracking, run_id, tables, digests, sources, task.name)
 
-    network, _, info = fit(params, task, tok, data, run_logger, ckpt_dir, resume)
+    with tracking.system_metrics(params.tracking, run_id):
+        network, _, info = fit(params, task, tok, data, run_logger, ckpt_dir, resume)
     if network is None:
         return {}
     run_file.write_text(json.dumps({"run_id": run_id, "finished": True}) + "\n")
     models.save(model_path, family, network, prompt_width=data.width)
-    info = {"run_id": run_id, "tracking_uri_kind": tracking.tracking_uri(params.tracking).split(":")[0],
-            "fingerprint": fp, **info}
+    model_id = tracking.log_model(params.tracking, run_id, model_path, params, task.name, network, family)
+    info = {"run_id": run_id, "model_id": model_id,
+            "tracking_uri_kind": tracking.tracking_uri(params.tracking).split(":")[0], "fingerprint": fp, **info}
     model_path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     if curves_dir is not None:
         tracking.write_curves(params.tracking, run_id, curves_dir, data.val_metrics())
-    tracking.log_model(run_id, network, model_path, family)
     return info
 
 
@@ -146,8 +152,9 @@ def record_evaluation(params, model_path: Path, metrics: dict, samples, metrics_
     samples.to_csv(samples_path, index=False)
     info = model_path.with_suffix(".json")
     if info.is_file():
-        tracking.log_evaluation(params.tracking, json.loads(info.read_text())["run_id"], metrics,
-                                [metrics_path, samples_path])
+        run = json.loads(info.read_text())
+        tracking.log_evaluation(params.tracking, run["run_id"], metrics, [metrics_path, samples_path],
+                                run.get("model_id"))
 
 
 # ------------------------------------------------------------------------------------------ pretraining

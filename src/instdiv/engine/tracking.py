@@ -131,10 +131,12 @@ def log_params(run_logger, values: dict) -> None:
     run_logger.log_hyperparams(flatten(values))
 
 
-def log_datasets(run_id: str, tables: dict, digests: dict[str, str], sources: dict[str, Path], task: str) -> None:
+def log_datasets(cfg: TrackingConfig, run_id: str, tables: dict, digests: dict[str, str], sources: dict[str, Path],
+                 task: str) -> None:
     """The splits as MLflow run inputs, identified by the SHA-256 of their Parquet files (`sources`)."""
     import mlflow
 
+    mlflow.set_tracking_uri(tracking_uri(cfg))
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's musings on source kinds and integer columns
         for name, table in tables.items():
@@ -143,60 +145,105 @@ def log_datasets(run_id: str, tables: dict, digests: dict[str, str], sources: di
             mlflow.log_input(ds, context="training" if name == "train" else name)
 
 
-def log_model(run_id: str, network, weights: Path, family=None) -> None:
-    """The weights file, and the model in its family's own form (a pretrained model's adapter or weights with
-    its tokenizer, and tags naming its base) or as a pickle-free pt2 export (token ids in, logits out)."""
+def log_model(cfg: TrackingConfig, run_id: str, weights: Path, params, task: str, network=None,
+              family=None) -> str:
+    """The model as MLflow users load it: a text-in, text-out pyfunc (engine/serving.py; a model from code,
+    no pickle) holding the weights file and the settings it was trained with, the package beside it; and,
+    where the family has one, its own form too (a pretrained model's adapter or weights with its tokenizer,
+    tags naming its base). Returns the LoggedModel's id, to which evaluation metrics are linked."""
+    import json
     import tempfile
 
     import mlflow
-    import mlflow.pytorch
-    import numpy as np
     import torch
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
 
-    if family is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            tags = family.export(network, Path(tmp))
+    package = Path(__file__).resolve().parents[1]
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    with tempfile.TemporaryDirectory() as tmp, \
+            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MLflow's notes on inferring requirements
+        meta = Path(tmp) / "meta.json"
+        meta.write_text(json.dumps({"task": task, "params": params.dump()}, indent=2))
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(package / "engine" / "pyfunc_model.py"),
+            artifacts={"weights": str(weights), "meta": str(meta)}, code_paths=[str(package)],
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+                              "pyyaml", "pydantic", "pyarrow", "pandas", "lightning", "torchmetrics"])
+        if family is not None and network is not None:
+            tags = family.export(network, Path(tmp) / "export")
             if tags is not None:
-                with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-                    mlflow.log_artifact(str(weights), "weights")
-                    mlflow.log_artifacts(tmp, "model")
-                    mlflow.set_tags({f"model.{k}": v for k, v in tags.items()})
-                return
-
-    class LogitsOnly(torch.nn.Module):
-        """One tensor in, one tensor out: the form MLflow's pt2 export takes."""
-
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, idx):
-            return self.net(idx)[0]
-
-    t = network.block_size
-    example = np.zeros((2, t), dtype=np.int64)
-    with torch.no_grad():
-        v = network.float().eval()(torch.from_numpy(example))[0].size(-1)
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.int64), (-1, t))]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, t, v))]))
-    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-        mlflow.log_artifact(str(weights), "weights")
-        mlflow.pytorch.log_model(LogitsOnly(network), name="model", serialization_format="pt2",
-                                 input_example=example, signature=signature,
-                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+                mlflow.log_artifacts(str(Path(tmp) / "export"), "hf_model")
+                mlflow.set_tags({f"model.{k}": v for k, v in tags.items()})
+    return info.model_id
 
 
-def log_evaluation(cfg: TrackingConfig, run_id: str, metrics: dict, files: list[Path]) -> None:
+def register(cfg: TrackingConfig, model_id: str, task: str) -> tuple[str, str] | None:
+    """Register the logged model under tracking.registered_model (its {task} filled in) and point the alias
+    `champion` at this version: the default pipeline's latest model, loadable by name as
+    models:/<name>@champion. Returns (name, version), or None where tracking.registered_model is null."""
+
+    if not cfg.registered_model:
+        return None
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name = cfg.registered_model.format(task=task)
+    uri = tracking_uri(cfg)
+    c = MlflowClient(tracking_uri=uri, registry_uri=uri)  # the registry of this store, whatever is global
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(name, description="The default pipeline's model (dvc repro); alias champion: "
+                                                    "the latest. Text in, text out (instdiv/engine/serving.py).")
+    logged = c.get_logged_model(model_id)
+    version = c.create_model_version(name, source=logged.model_uri, run_id=logged.source_run_id, model_id=model_id)
+    c.set_registered_model_alias(name, "champion", version.version)
+    return name, str(version.version)
+
+
+def system_metrics(cfg: TrackingConfig, run_id: str):
+    """MLflow's monitor of CPU, memory, disk, network and (with nvidia-ml-py) GPU use, logged to the run as
+    system/* every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL) while training runs; a context manager."""
+    import contextlib
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    @contextlib.contextmanager
+    def monitoring():
+        import logging
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its start/stop lines
+        from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+
+        every = MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() or 10  # MLflow's own variable sets it
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=every, samples_before_logging=1,
+                                       resume_logging=True, tracking_uri=tracking_uri(cfg))
+        monitor.start()
+        try:
+            yield monitor
+        finally:
+            monitor.finish()
+            # the samples since the last publication (all of them for a run shorter than the interval):
+            # MLflow's loop drops them when it stops
+            last = monitor.aggregate_metrics()
+            if last:
+                monitor.publish_metrics(last)
+                monitor.mlflow_logger.flush()
+
+    return monitoring()
+
+
+def log_evaluation(cfg: TrackingConfig, run_id: str, metrics: dict, files: list[Path],
+                   model_id: str | None = None) -> None:
     """Test metrics (as test/<key>; one level of nesting as test/<key>/<sub>) and files on the training run,
-    so one MLflow run tells the whole story."""
+    so one MLflow run tells the whole story; the metrics are linked to the logged model `model_id` too (its
+    page in the MLflow UI lists them)."""
     c = client(cfg)
     for key, value in flatten(metrics, "test/").items():
         if isinstance(value, bool):  # a judgement (learned), searchable as a tag
             c.set_tag(run_id, key.replace(".", "/"), str(value).lower())
         elif isinstance(value, (int, float)):
-            c.log_metric(run_id, key.replace(".", "/"), value)
+            c.log_metric(run_id, key.replace(".", "/"), value, model_id=model_id)
     for path in files:
         c.log_artifact(run_id, str(path), "evaluation")
 

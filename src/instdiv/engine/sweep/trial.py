@@ -81,7 +81,7 @@ def objective(trial: optuna.Trial, params) -> float:
         tables = task.trial_tables(p)
         manifest = task.write_trial(tables, p, tmp / "data")  # the same SHA-256 the stage would give
         digest = manifest["files"]["train"]["sha256"]
-        tracking.log_datasets(run_id, {"train": tables["train"]}, {"train": digest},
+        tracking.log_datasets(p.tracking, run_id, {"train": tables["train"]}, {"train": digest},
                               {"train": tmp / "data" / "train.parquet"}, task.name)
         tok = stages.tokenizer(p, task)
         data = fit_data(task, tok, p, tables)
