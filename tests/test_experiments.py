@@ -266,6 +266,11 @@ def test_findings_are_judged_over_seeds_on_trained_runs_only():
     same = findings.Finding(claim="c", higher={"noop_share": 0.0}, lower={"noop_share": 0.5}, expect="similar")
     assert findings.evaluate(same, runs([0.9, 0.91, 0.92], [0.9, 0.9, 0.93]), "unseen_op_accuracy",
                              encode)["verdict"] == "reproduced"
+    # similar is an equivalence test: wholly outside +-0.1 differs, straddling it shows neither
+    assert findings.evaluate(same, runs([0.9, 0.91, 0.92], [0.5, 0.55, 0.6]), "unseen_op_accuracy",
+                             encode)["verdict"] == "differs"
+    wide = findings.evaluate(same, runs([0.0, 0.1, 0.08], [0.02, 0.0, 0.01]), "unseen_op_accuracy", encode)
+    assert wide["verdict"] == "not testable at this scale" and "straddles" in wide["why"]
     frame = runs([0.8, 0.9, 0.85], [0.2, 0.3, 0.1])
     frame.loc[[1, 2], "learned"] = False  # two seeds did not learn: one seed left, no interval
     out = findings.evaluate(claim, frame, "unseen_op_accuracy", encode)

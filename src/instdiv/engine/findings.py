@@ -29,7 +29,7 @@ class Finding(Section):
     higher: dict = {}  # axis values of the points that should score higher (e.g. {noop_share: 0.0})
     lower: dict = {}  # ... and of those they are compared with
     expect: Literal["higher", "similar"] = "higher"
-    margin: float = 0.1  # `similar`: the whole interval within +- margin
+    margin: float = 0.1  # `similar`: the whole interval within +- margin (wholly outside: differs)
     note: str = ""  # what differs from the paper's setting, shown as part of "why"
 
 
@@ -88,9 +88,13 @@ def evaluate(finding: Finding, runs: pd.DataFrame, metric: str, encode, confiden
         result["why"] = ("" if lo > 0 else "the opposite: lower, " if hi < 0 else "no difference measured: ") + \
             f"difference {mean:+.2f} ({confidence:.0%} interval {lo:+.2f} to {hi:+.2f}) over {len(seeds)} seeds"
     else:
+        # An equivalence test: similar when the whole interval lies within +-margin, different when it lies
+        # wholly outside, and neither shown when it straddles the margin (too few seeds for this spread).
         similar = -finding.margin < lo and hi < finding.margin
-        result["verdict"] = REPRODUCED if similar else DIFFERS
-        result["why"] = ("" if similar else f"not within +-{finding.margin}: ") + \
+        apart = lo >= finding.margin or hi <= -finding.margin
+        result["verdict"] = REPRODUCED if similar else DIFFERS if apart else UNTESTABLE
+        result["why"] = ("" if similar else f"beyond +-{finding.margin}: " if apart else
+                         f"the interval straddles +-{finding.margin}, neither similar nor different shown: ") + \
             f"difference {mean:+.2f} ({confidence:.0%} interval {lo:+.2f} to {hi:+.2f}) over {len(seeds)} seeds"
     if finding.note:
         result["why"] = f"{result['why']}; {finding.note}" if result["why"] else finding.note
