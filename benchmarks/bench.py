@@ -1,6 +1,6 @@
 """Rerunnable speed benchmarks; figures are recorded in benchmarks/README.md.
 
-    python benchmarks/bench.py [--quick] [--only generator,lightning,kvcache,precision,sandbox,workers] [--json out.json]
+    python benchmarks/bench.py [--quick] [--only generator,loader,lightning,kvcache,precision,sandbox,workers,lora,hfdecode] [--json out.json]
 
 Ratios are measured side by side in one process, alternating the contenders, so a noisy shared machine
 slows both alike. Each figure is the median of several repeats.
