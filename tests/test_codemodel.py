@@ -72,6 +72,12 @@ def test_code_study_end_to_end(tiny, in_tmp):
     assert (in_tmp / "reports/code/figure.png").stat().st_size > 10_000
     samples = pd.read_csv(in_tmp / "reports/code/evals/general-25-seed1-samples.csv")
     assert set(samples.columns) >= {"instruction", "expected", "written", "status"}
+    # the logged model writes code from an instruction, as the study's scoring saw it
+    mlflow.set_tracking_uri(tracking_uri(p.tracking))
+    served = mlflow.pyfunc.load_model(f"models:/{info['model_id']}")
+    rows = samples[samples["source"] == "test"].head(3) if "source" in samples else samples.head(3)
+    expected = rows["written"].fillna("").astype(str).tolist()  # (an empty program reads back as NaN)
+    assert served.predict(rows["instruction"].tolist()) == expected
 
 
 def test_real_humaneval_ships_with_its_package_and_its_solutions_pass_in_the_sandbox():
