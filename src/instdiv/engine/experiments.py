@@ -470,14 +470,4 @@ def write_index() -> None:
              "seeds (Student t over per-seed values).", "",
              "| finding | ours | paper | verdict | why |", "|---|---|---|---|---|", *rows, "", *sections]
     (REPORTS_DIR / "index.md").write_text("\n".join(lines))
-    write_numbers()
-
-
-def write_numbers() -> None:
-    """reports/experiments.json: the numbers of every report written so far (each experiment's metrics.json,
-    the code study's, the pretrained bases'), the one metrics file experiments/dvc.yaml declares, so that
-    `dvc metrics show` lists what has run and has no file missing for what has not."""
-    found = {name: REPORTS_DIR / name / "metrics.json" for name in [*names(), "code"]}
-    found.update({f"pretrain_{p.parent.name}": p for p in sorted((REPORTS_DIR / "pretrain").glob("*/metrics.json"))})
-    table = {name: json.loads(path.read_text()) for name, path in found.items() if path.is_file()}
-    (REPORTS_DIR / "experiments.json").write_text(json.dumps(table, indent=2) + "\n")
+    reports.gather(REPORTS_DIR)

@@ -41,6 +41,17 @@ def _json_safe(value):
     return value
 
 
+def gather(reports_dir: Path = Path("reports")) -> None:
+    """reports/experiments.json: the numbers of every report written so far (each experiment's metrics.json,
+    the code study's, the pretrained bases'), the one metrics file experiments/dvc.yaml declares, so that
+    `dvc metrics show` lists what has run and has no file missing for what has not. (The default
+    pipeline's reports/metrics.json and reports/sweep/metrics.json are declared by dvc.yaml itself.)"""
+    found = {p.parent.name: p for p in sorted(reports_dir.glob("*/metrics.json")) if p.parent.name != "sweep"}
+    found.update({f"pretrain_{p.parent.name}": p for p in sorted(reports_dir.glob("pretrain/*/metrics.json"))})
+    table = {name: json.loads(path.read_text()) for name, path in found.items()}
+    (reports_dir / "experiments.json").write_text(json.dumps(table, indent=2) + "\n")
+
+
 def read(out_dir: Path) -> dict:
     """A report written by `write` (report.json)."""
     return json.loads((out_dir / "report.json").read_text())

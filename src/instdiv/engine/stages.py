@@ -201,7 +201,7 @@ def pretrain(params, name: str) -> dict:
     manifest = generate(p, task, data_dir)
     info = train(p, task, data_dir, model_path, None)
     metrics = evaluate(p, task, data_dir, model_path, PRETRAIN_REPORTS / name, f"instdiv pretrain {name}")
-    from instdiv.engine.experiments import write_numbers
+    from instdiv.engine import reports
 
-    write_numbers()  # reports/experiments.json, what dvc metrics show lists
+    reports.gather(PRETRAIN_REPORTS.parent)  # reports/experiments.json, what dvc metrics show lists
     return {"manifest": manifest, "info": info, "metrics": metrics}

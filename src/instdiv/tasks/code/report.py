@@ -69,9 +69,7 @@ def report(params) -> dict:
                                                        ("pass_at_1", "pass_at_1_low", "pass_at_1_high")}
                   for p in metrics["points"]}}
     reports.write(REPORT_DIR, numeric, metrics)
-    from instdiv.engine.experiments import write_numbers
-
-    write_numbers()  # reports/experiments.json, what dvc metrics show lists
+    reports.gather(REPORT_DIR.parent)  # reports/experiments.json, what dvc metrics show lists
     figure(points, runs, verdict, REPORT_DIR / "figure.png", benches)
     return metrics
 
