@@ -186,7 +186,7 @@ def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control:
     if arm is not None:
         est["control"] = arm[1]
     threshold_path.parent.mkdir(parents=True, exist_ok=True)
-    threshold_path.write_text(json.dumps(_finite(est), indent=2) + "\n")
+    threshold_path.write_text(json.dumps(reports.json_safe(est), indent=2) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     # the numbers DVC compares across experiments; threshold.json keeps the whole estimate
     (out_dir / "metrics.json").write_text(json.dumps(reports.numbers(_summary(est)), indent=2) + "\n")
@@ -208,15 +208,6 @@ def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control:
 
         experiments.write_index()  # its first row: this threshold beside the paper's
     return est
-
-
-def _finite(value):
-    """JSON without NaN (DVC and other readers reject it): an undetermined number is null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _log_to_study_run(params, est: dict, files: list[Path]) -> None:

@@ -240,7 +240,7 @@ def report(name: str, exp: ExperimentConfig, params: Params, frame: pd.DataFrame
               for f in exp.findings]
     metrics = {"trials": int(len(done)), "untrained": int((~done["learned"]).sum()),
                "seeds": len(params.sweep.seeds), "training_minutes": round(minutes, 1),
-               "findings": [_finite(f) for f in judged],
+               "findings": [reports.json_safe(f) for f in judged],
                "points": points.round(4).replace({np.nan: None}).to_dict("records")}
     if exp.paper_table:
         table = beside_paper(exp, params, points)
@@ -254,10 +254,6 @@ def report(name: str, exp: ExperimentConfig, params: Params, frame: pd.DataFrame
     figure(exp, params, points, done, out / "figure.png")
     write_index()
     return metrics
-
-
-def _finite(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
 
 
 def _points(done: pd.DataFrame, keys: list[str], present: list[str], shown: list[str],

@@ -28,16 +28,17 @@ def write(out_dir: Path, metrics: dict, report: dict | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(numbers(metrics), indent=2) + "\n")
     full = metrics if report is None else report
-    (out_dir / "report.json").write_text(json.dumps(_json_safe(full), indent=2) + "\n")
+    (out_dir / "report.json").write_text(json.dumps(json_safe(full), indent=2) + "\n")
 
 
-def _json_safe(value):
+def json_safe(value):
+    """JSON without NaN (DVC and other readers reject it): an undetermined number is null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
