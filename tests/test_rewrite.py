@@ -167,3 +167,18 @@ def test_skewed_training_set_follows_the_law():
     counts = np.bincount(t.column("instruction_id").to_numpy(), minlength=32)
     assert np.array_equal(counts, rewrite.split_counts(2000, 32, 0.1))
     assert counts[0] > 10 * counts[-1] and counts.min() >= 1
+
+
+def test_seen_rows_follow_the_training_distribution():
+    """Seen accuracy judges what the model was trained on: under skew its seen rows are skewed alike (so a
+    skewed model is not marked untrained for the rare rules the experiment starves), and uniform otherwise
+    (the same rows as before, the unseen rows unchanged)."""
+    skewed = rewrite.generate(cfg(skew=0.1, total_examples=2000))
+    for split, n in (("test_seen", 64), ("valid_seen", cfg().n_valid_examples)):
+        counts = np.bincount(skewed[split].column("instruction_id").to_numpy(), minlength=32)
+        assert np.array_equal(counts, rewrite.split_counts(n, 32, 0.1, minimum=0))
+        assert counts[0] > 5 * max(counts[-1], 1)
+    uniform = rewrite.generate(cfg(total_examples=2000))
+    counts = np.bincount(uniform["test_seen"].column("instruction_id").to_numpy(), minlength=32)
+    assert counts.max() - counts.min() <= 1
+    assert uniform["test_unseen"].equals(rewrite.generate(cfg(skew=1.0, total_examples=2000))["test_unseen"])
