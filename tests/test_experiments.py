@@ -261,8 +261,11 @@ def test_findings_are_judged_over_seeds_on_trained_runs_only():
     assert up["ci_low"] > 0
     down = findings.evaluate(claim, runs([0.1, 0.2, 0.15], [0.8, 0.9, 0.85]), "unseen_op_accuracy", encode)
     assert down["verdict"] == "differs" and "the opposite" in down["why"]
+    flat = findings.evaluate(claim, runs([0.5, 0.52, 0.49], [0.5, 0.5, 0.5]), "unseen_op_accuracy", encode)
+    assert flat["verdict"] == "differs" and "no difference of 0.1 or more" in flat["why"]
+    # seeds that disagree (+0.6, -0.6, 0) neither show the claim nor rule it out
     noisy = findings.evaluate(claim, runs([0.8, 0.1, 0.5], [0.2, 0.7, 0.5]), "unseen_op_accuracy", encode)
-    assert noisy["verdict"] == "differs" and "no difference measured" in noisy["why"]
+    assert noisy["verdict"] == "not testable at this scale" and "the seeds disagree" in noisy["why"]
     same = findings.Finding(claim="c", higher={"noop_share": 0.0}, lower={"noop_share": 0.5}, expect="similar")
     assert findings.evaluate(same, runs([0.9, 0.91, 0.92], [0.9, 0.9, 0.93]), "unseen_op_accuracy",
                              encode)["verdict"] == "reproduced"

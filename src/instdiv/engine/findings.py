@@ -2,7 +2,7 @@
 
 An experiment declares its findings (experiments/<name>.yaml, `findings`) as contrasts between two sets of
 its points: `higher` should score above `lower` on `metric` (or, with `expect: similar`, within `margin`
-of it). Runs are paired by seed: each seed gives the mean difference over the points of each side it
+of it). An interval too wide to show the claim or rule it out is "not testable", never "differs". Runs are paired by seed: each seed gives the mean difference over the points of each side it
 trained, and the interval is a Student t interval over those per-seed differences. Untrained runs (see
 Task.learned) never enter; with fewer than two seeds left the finding is not testable at this scale.
 """
@@ -29,7 +29,8 @@ class Finding(Section):
     higher: dict = {}  # axis values of the points that should score higher (e.g. {noop_share: 0.0})
     lower: dict = {}  # ... and of those they are compared with
     expect: Literal["higher", "similar"] = "higher"
-    margin: float = 0.1  # `similar`: the whole interval within +- margin (wholly outside: differs)
+    margin: float = 0.1  # the smallest difference that matters: `similar` wants the whole interval within
+    # +- margin (wholly outside: differs); `higher` differs when the interval's top is below it
     note: str = ""  # what differs from the paper's setting, shown as part of "why"
 
 
@@ -84,8 +85,14 @@ def evaluate(finding: Finding, runs: pd.DataFrame, metric: str, encode, confiden
         result["why"] = (f"{len(seeds)} seed(s) with trained runs on both sides ({untrained} of {len(sides)} runs "
                          "untrained)")
     elif finding.expect == "higher":
-        result["verdict"] = REPRODUCED if lo > 0 else DIFFERS
-        result["why"] = ("" if lo > 0 else "the opposite: lower, " if hi < 0 else "no difference measured: ") + \
+        # Shown when the interval lies above zero; contradicted when it rules out a gain of `margin` or more
+        # (no difference, or the opposite); otherwise the seeds disagree too much to tell, which is not
+        # evidence against the paper (3 seeds of +0.9, +0.9 and -0.2 say neither).
+        shown, ruled_out = lo > 0, hi < finding.margin
+        result["verdict"] = REPRODUCED if shown else DIFFERS if ruled_out else UNTESTABLE
+        result["why"] = ("" if shown else "the opposite: lower, " if hi < 0 else
+                         f"no difference of {finding.margin} or more: " if ruled_out else
+                         "the seeds disagree, neither shown nor ruled out: ") + \
             f"difference {mean:+.2f} ({confidence:.0%} interval {lo:+.2f} to {hi:+.2f}) over {len(seeds)} seeds"
     else:
         # An equivalence test: similar when the whole interval lies within +-margin, different when it lies
