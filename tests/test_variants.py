@@ -119,6 +119,8 @@ def test_inputs_hold_the_pattern_exactly_n_times():
         assert len(r["input"]) == 20
     tested = collections.Counter(r["occurrences"] for r in rows(t["test_unseen"]) if not r["is_noop"])
     assert set(tested) == set(range(1, 8))  # tested on every count of test_occurrences
+    for split in ("test_seen", "valid_seen"):  # seen rows as trained: the learned gate judges those
+        assert {r["occurrences"] for r in rows(t[split]) if not r["is_noop"]} == {1, 3, 7}
     # Replacing the leftmost occurrence only: n - 1 remain (unless the replacement makes new ones).
     first = next(r for r in train if r["occurrences"] == 7 and r["replacement"] not in r["pattern"]
                  and r["pattern"] not in r["replacement"])

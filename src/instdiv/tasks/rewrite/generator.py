@@ -404,15 +404,18 @@ def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
     train = examples(train_rules, train_ids, train_counts, occurrences=cfg.occurrences)
     seen_inputs = set(zip(train.column("instruction_id").to_pylist(), train.column("input").to_pylist()))
     tables = {"train": train}
-    # Seen rows follow the training distribution over the rules: "learned what it was trained on" is judged
-    # where the training mass is. Under a strong skew most rules have one example each; counting them
-    # equally would mark every skewed model untrained, the very effect the skew experiment measures.
+    # Seen rows follow the training distribution, over the rules and in the pattern's occurrences: "learned
+    # what it was trained on" is judged where the training mass is. Under a strong skew most rules have one
+    # example each, and a model trained on one occurrence never saw seven: counting those would mark models
+    # untrained for the very effect the skew and occurrences experiments measure (on unseen rows).
     def seen(n):
         return split_counts(n, i, cfg.skew, minimum=0)
 
-    tables["valid_seen"] = examples(train_rules, train_ids, seen(cfg.n_valid_examples), seen_inputs)
+    tables["valid_seen"] = examples(train_rules, train_ids, seen(cfg.n_valid_examples), seen_inputs,
+                                    occurrences=cfg.occurrences)
     tables["valid_unseen"] = examples(valid_unseen_rules, valid_ids, cfg.n_valid_examples)
-    tables["test_seen"] = examples(train_rules, train_ids, seen(cfg.n_test_examples), seen_inputs)
+    tables["test_seen"] = examples(train_rules, train_ids, seen(cfg.n_test_examples), seen_inputs,
+                                   occurrences=cfg.occurrences)
     tables["test_unseen"] = examples(test_unseen_rules, test_ids, cfg.n_test_examples)
     if cfg.families is not None:
         # Further unseen rules: the same families at k below the training range, and unconstrained rules.
