@@ -2,8 +2,8 @@
 
 An experiment declares its findings (experiments/<name>.yaml, `findings`) as contrasts between two sets of
 its points: `higher` should score above `lower` on `metric` (or, with `expect: similar`, within `margin`
-of it). An interval too wide to show the claim or rule it out is "not testable", never "differs". Runs
-are paired by seed: each seed gives the mean difference over the points of each side it trained, and the interval is a Student t interval over those per-seed differences. Untrained runs (see
+of it). An interval too wide to show the claim or rule it out is "not testable", never "differs". Runs are paired by seed: each seed gives the mean difference over the points of each side it
+trained, and the interval is a Student t interval over those per-seed differences. Untrained runs (see
 Task.learned) never enter; with fewer than two seeds left the finding is not testable at this scale.
 """
 
