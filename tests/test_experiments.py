@@ -280,8 +280,7 @@ def test_findings_are_judged_over_seeds_on_trained_runs_only():
     assert out["verdict"] == "not testable at this scale" and out["untrained_runs"] == 2
 
 
-@pytest.mark.parametrize("name,preset", [("encrypted", "llama2-lora"), ("code_sweep", "deepseek-coder"),
-                                         ("pretrained_subsample", "llama2-lora")])
+@pytest.mark.parametrize("name,preset", [("encrypted", "llama2-lora"), ("code_sweep", "deepseek-coder")])
 def test_pretrained_model_recipes_resolve_without_weights(tmp_path, monkeypatch, name, preset):
     """The paper's pretrained-model recipes as experiment scales: the paper's data, the model's recipe, the
     weights from a local directory; validated here without the weights (which only a run reads)."""

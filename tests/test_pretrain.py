@@ -118,6 +118,27 @@ def test_a_base_of_another_vocabulary_is_refused(tiny, in_tmp):
         stages.train(p, REWRITE, Path("data/rewrite"), Path("models/ft.pt"), None)
 
 
+def test_a_base_of_parts_trains_on_their_union(tiny, in_tmp):
+    """pretrain.bases.<name>.parts: the corpus is the union of the task's data at each part's settings, e.g.
+    plain rules (key 0) beside cipher-only no-ops: the encrypted experiments' base."""
+    tiny["pretrain"] = {"bases": {"two": {"task": "rewrite", "params": {
+        "rewrite": {"encrypt": True, "n_instructions": 40}, "train": {"max_steps": 4, "val_every_steps": 4}},
+        "parts": {"rules": {"rewrite": {"keys": [0], "noop_share": 0.0, "total_examples": 300, "seed": 1}},
+                  "cipher": {"rewrite": {"noop_share": 1.0, "total_examples": 200, "skew": 0.1}}}}}}
+    out = stages.pretrain(params(tiny), "two")
+    tables, manifest = REWRITE.read(Path("data/pretrain/two"))
+    train = tables["train"].to_pylist()
+    assert manifest["files"]["train"]["rows"] == len(train) == 500 and out["info"]["steps"] == 4
+    plain = [r for r in train if r["key"] == 0]
+    assert len(plain) == 300 and not any(r["is_noop"] for r in plain)
+    assert all(r["is_noop"] and r["key"] > 0 for r in train if r["key"] != 0)
+    # every split is the union: the rules part's unseen rules and the cipher part's
+    assert len(tables["test_unseen"]) == 2 * params(tiny).rewrite.n_test_examples
+    tiny["pretrain"]["bases"]["two"]["parts"]["cipher"]["rewrite"]["keys"] = [9]
+    with pytest.raises(ConfigError, match=r"parts.cipher: .*keys=\[9\]"):
+        stages.pretrain(params(tiny), "two")
+
+
 @pytest.mark.parametrize("bases,message", [
     ({"x": {"task": "nope"}}, "unknown task 'nope'"),
     ({"x": {"task": "rewrite", "params": {"rewrite": {"n_instructionz": 5}}}}, "did you mean 'n_instructions'"),

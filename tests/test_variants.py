@@ -165,6 +165,20 @@ def test_encrypted_outputs_noops_included():
     assert tok.sequence_lengths(CIPHER)[0] == tok.sequence_lengths(CIPHER.replace(encrypt=False))[0] + 2
 
 
+def test_chosen_keys_and_key_zero_the_plain_task():
+    """rewrite.keys: the shifts a rule draws from; 0 leaves the output plain (the encrypted prompt with key a)."""
+    plain = rewrite.generate(CIPHER.replace(keys=[0]))
+    for r in rows(plain["train"]):
+        assert r["key"] == 0 and r["output"] == rewrite.apply_rule(r["pattern"], r["replacement"], r["input"])
+    assert tok.prompts(plain["train"].slice(0, 1).to_pydict())[0].split("|")[1] == "a"
+    two = {r["key"] for r in rows(rewrite.generate(CIPHER.replace(keys=[2, 5]))["train"])}
+    assert two == {2, 5}
+    for bad, message in (({"keys": [6]}, "from 0 to alphabet_size - 1 = 5"), ({"keys": []}, "one or more"),
+                         ({"keys": [1], "encrypt": False}, "encrypt is false")):
+        with pytest.raises(ConfigError, match=message):
+            rewrite.generate(CIPHER.replace(**bad))
+
+
 @pytest.mark.parametrize("cfg", [FAMILY, OCCUR, CIPHER], ids=["families", "occurrences", "encrypt"])
 def test_variants_are_deterministic(cfg):
     a, b = rewrite.generate(cfg), rewrite.generate(cfg)

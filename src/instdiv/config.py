@@ -294,6 +294,9 @@ class PretrainBase(BaseModel):
     task: str  # a task package: its data is the corpus (pycode: the standard library's source)
     # Sections of params.yaml as this base changes them, e.g. {rewrite: {n_instructions: 8000}, train: {...}}
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # A corpus of several datasets of the task: each part is the task's data at the base's settings changed
+    # again by the part's, and the corpus their union (split by split); empty: the task's data alone.
+    parts: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
 
 class PretrainConfig(Section):

@@ -169,8 +169,6 @@ def base_path(name: str) -> Path:
 def base_params(params, name: str):
     """The settings a base is pretrained with: params.yaml's, changed by pretrain.bases.<name>.params, tracked
     in the MLflow experiment <tracking.experiment>-pretrain, from random weights."""
-    from instdiv.params import params_from_dict
-
     bases = params.pretrain.bases
     if name not in bases:
         raise ConfigError(f"pretrain.bases has no base '{name}'; known: {', '.join(bases) or 'none'} (declare it "
@@ -178,16 +176,49 @@ def base_params(params, name: str):
     base = bases[name]
     raw = params.dump()
     raw["model"] = {k: v for k, v in raw["model"].items() if k != "init"}  # a base starts from random weights
-    for section, changes in base.params.items():
-        if section not in raw or section == "pretrain":
-            raise ConfigError(f"pretrain.bases.{name}.params: '{section}' is not a section a base can change")
-        raw[section] = {**raw[section], **changes}
     raw["tracking"] = {**raw["tracking"], "experiment": f"{params.tracking.experiment}-pretrain"}
-    try:
-        p = params_from_dict(raw, source=f"pretrain.bases.{name}.params")
-    except ConfigError as exc:
-        raise ConfigError(f"pretrain.bases.{name}: {exc}") from None
+    p = _changed(raw, base.params, f"pretrain.bases.{name}.params")
     return p, registry.task(base.task, f"pretrain.bases.{name}.task")
+
+
+def _changed(raw: dict, changes: dict[str, dict], where: str):
+    """Params from `raw` (a params dump) with some sections' keys changed, validated; errors name `where`."""
+    from instdiv.params import params_from_dict
+
+    raw = dict(raw)
+    for section, keys in changes.items():
+        if section not in raw or section == "pretrain":
+            raise ConfigError(f"{where}: '{section}' is not a section a base can change")
+        raw[section] = {**raw[section], **keys}
+    try:
+        return params_from_dict(raw, source=where)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def corpus(params, task, name: str) -> dict[str, pa.Table]:
+    """A base's corpus: its task's data at the base's settings (`params`, from base_params), or, when the base
+    declares parts, the union of each part's data split by split (the loader shuffles the training rows)."""
+    parts = params.pretrain.bases[name].parts
+    if not parts:
+        return task.generate(params)
+    settings = {part: _changed(params.dump(), changes, f"pretrain.bases.{name}.parts.{part}")
+                for part, changes in parts.items()}
+    for p in settings.values():  # every part checked before any is generated
+        task.check(p)
+    tables: dict[str, list[pa.Table]] = {}
+    for part, p in settings.items():
+        generated = task.generate(p)
+        if tables and set(generated) != set(tables):
+            raise ConfigError(f"pretrain.bases.{name}.parts.{part} gives the splits {sorted(generated)}, the "
+                              f"others {sorted(tables)}: parts must differ in sizes and settings, not in splits")
+        for split, table in generated.items():
+            tables.setdefault(split, []).append(table)
+    try:
+        return {split: pa.concat_tables(ts, promote_options="default") for split, ts in tables.items()}
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ConfigError(f"pretrain.bases.{name}.parts: their tables do not combine ({exc}); make the parts "
+                          "differ only in settings that keep the same columns") from None
 
 
 def pretrain(params, name: str) -> dict:
@@ -198,7 +229,7 @@ def pretrain(params, name: str) -> dict:
     check_infrastructure(p)
     task.check(p)
     data_dir, model_path = PRETRAIN_DATA / name, base_path(name)
-    manifest = generate(p, task, data_dir)
+    manifest = task.write(corpus(p, task, name), p, data_dir)
     info = train(p, task, data_dir, model_path, None)
     metrics = evaluate(p, task, data_dir, model_path, PRETRAIN_REPORTS / name, f"instdiv pretrain {name}")
     from instdiv.engine import reports

@@ -15,7 +15,8 @@ class RewriteConfig(Section):
 
     section: ClassVar[str] = "rewrite"
     # Added after the first studies: left out of study names while at their defaults (engine/sweep/study.py).
-    LATER_KEYS: ClassVar[tuple[str, ...]] = ("families", "family_k", "occurrences", "test_occurrences", "encrypt")
+    LATER_KEYS: ClassVar[tuple[str, ...]] = ("families", "family_k", "occurrences", "test_occurrences", "encrypt",
+                                             "keys")
 
     alphabet_size: int = 8
     pattern_length: IntOrRange = 3
@@ -49,6 +50,10 @@ class RewriteConfig(Section):
     test_occurrences: IntOrRange | None = None  # the same for validation and test inputs; null: occurrences
     # Encrypted rewriting (paper Fig. 5): every output, no-ops included, is letter-shifted by the rule's key.
     encrypt: bool = False
+    # The keys a rule's cipher draws from (uniformly; 0 = a: no shift, the plain task in the encrypted prompt);
+    # null: 1 to alphabet_size - 1, every rule's output changed. A base that knows rewriting and the cipher
+    # apart is pretrained on rules with key 0 and no-ops with the other keys (params.yaml pretrain.bases).
+    keys: list[int] | None = None
 
     def check(self) -> None:
         s = "rewrite"
@@ -87,6 +92,13 @@ class RewriteConfig(Section):
         if self.encrypt and self.alphabet_size < 2:
             raise ConfigError(f"{s}.encrypt needs alphabet_size >= 2: a letter shift of a one-letter alphabet "
                               "changes nothing")
+        if self.keys is not None:
+            if not self.encrypt:
+                raise ConfigError(f"{s}.keys={self.keys} is set but {s}.encrypt is false; set encrypt: true or "
+                                  "keys: null")
+            if not self.keys or any(not 0 <= k < self.alphabet_size for k in self.keys):
+                raise ConfigError(f"{s}.keys={self.keys}: give one or more shifts from 0 to "
+                                  f"alphabet_size - 1 = {self.alphabet_size - 1}, or null")
 
     def _validate_families(self) -> None:
         s = "rewrite"

@@ -375,7 +375,9 @@ def generate(cfg: RewriteConfig) -> dict[str, pa.Table]:
             rules = sample_rules(rng, n, cfg, taken, *banned)
             if cfg.families is not None:
                 columns = {"family": ["unconstrained"] * n, "k": [1] * n}
-        if cfg.encrypt:
+        if cfg.encrypt and cfg.keys is not None:
+            columns["key"] = rng.choice(cfg.keys, size=n).tolist()
+        elif cfg.encrypt:
             columns["key"] = rng.integers(1, cfg.alphabet_size, size=n).tolist()
         return rules, columns
 
