@@ -72,6 +72,8 @@ def test_pretrain_writes_a_base_tracked_in_its_own_experiment(pretrained, in_tmp
     run = client.get_run(out["info"]["run_id"])
     assert client.get_experiment(run.info.experiment_id).name == "tests-pretrain"
     assert run.data.params["rewrite.n_instructions"] == "64"
+    # a base never takes the registry name (and alias champion) of the default pipeline's model
+    assert "registered_model" not in out["info"] and not client.search_registered_models()
 
 
 def test_fine_tuning_starts_from_the_base(pretrained, tiny):

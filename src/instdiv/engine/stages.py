@@ -38,8 +38,9 @@ def tokenizer(params, task):
     return registry.family(params.model.kind).tokenizer(params.model, task.tokenizer(params))
 
 
-def train(params, task, data_dir: Path, model_path: Path, curves_dir: Path | None) -> dict:
-    """Train on the task's data in `data_dir`; write the model, its info and the training curves."""
+def train(params, task, data_dir: Path, model_path: Path, curves_dir: Path | None, register: bool = True) -> dict:
+    """Train on the task's data in `data_dir`; write the model, its info and the training curves; with
+    `register`, register it as the task's champion (tracking.registered_model)."""
     check_infrastructure(params)
     tables, manifest = task.read(data_dir)
     digests = {k: v["sha256"] for k, v in manifest["files"].items()}
@@ -48,7 +49,7 @@ def train(params, task, data_dir: Path, model_path: Path, curves_dir: Path | Non
     sources = {name: data_dir / f"{name}.parquet" for name in tables}
     info = train_model(params, task, tables, digests, sources, model_path, curves_dir,
                        run_name=f"{task.name}-I{count}-seed{params.train.seed}", tags=tags)
-    registered = tracking.register(params.tracking, info["model_id"], task.name) if info else None
+    registered = tracking.register(params.tracking, info["model_id"], task.name) if info and register else None
     if registered:  # the stage's model, by name: models:/<name>@champion
         info["registered_model"], info["registered_version"] = registered
         model_path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
@@ -230,7 +231,9 @@ def pretrain(params, name: str) -> dict:
     task.check(p)
     data_dir, model_path = PRETRAIN_DATA / name, base_path(name)
     manifest = task.write(corpus(p, task, name), p, data_dir)
-    info = train(p, task, data_dir, model_path, None)
+    # not registered: models:/instdiv-<task>@champion is the default pipeline's model, and a base (the rewrite
+    # one reads encrypted prompts) taking its alias would answer that name's users with another task's format
+    info = train(p, task, data_dir, model_path, None, register=False)
     metrics = evaluate(p, task, data_dir, model_path, PRETRAIN_REPORTS / name, f"instdiv pretrain {name}")
     from instdiv.engine import reports
 
