@@ -177,6 +177,47 @@ def test_paper_table_beside_ours(tiny, in_tmp):
     assert "0.40 / 0.94" in (in_tmp / "reports/index.md").read_text()
 
 
+def test_a_null_axis_value_read_back_from_trials_csv_is_a_point_and_a_side(tiny, in_tmp):
+    """model.init: [null, a base]: the null cell comes back from trials.csv empty (NaN), and is still its own
+    point, line and side of a finding, labelled as params.yaml writes it."""
+    write_params(in_tmp / "params.yaml", tiny)
+    declare(in_tmp, "init", title="Init", x="n_instructions", series="model.init",
+            params={"sweep": {"mode": "grid", "instructions": [4, 8], "seeds": [0, 1],
+                              "axes": {"model.init": [None, "models/base.pt"]}}},
+            findings=[{"claim": "the base helps", "higher": {"n_instructions": 8, "model.init": "models/base.pt"},
+                       "lower": {"n_instructions": 8, "model.init": None}}])
+    exp, params = experiments.load("init")
+    rows = [{"state": "COMPLETE", "n_instructions": i, "seed": seed, "model.init": init, "fit_seconds": 1.0,
+             "seen_op_accuracy": 1.0, "unseen_op_accuracy": (0.9 if init else 0.2) + 0.01 * seed}
+            for i in (4, 8) for seed in (0, 1) for init in (None, "models/base.pt")]
+    pd.DataFrame(rows).to_csv(in_tmp / "trials.csv", index=False)
+    frame = pd.read_csv(in_tmp / "trials.csv")
+    assert frame["model.init"].isna().sum() == 4
+    (in_tmp / "reports/init").mkdir(parents=True)
+    metrics = experiments.report("init", exp, params, frame)
+    assert len(metrics["points"]) == 4 and sum(p["model.init"] is None for p in metrics["points"]) == 2
+    (found,) = metrics["findings"]
+    assert found["runs"] == 4 and found["seeds"] == 2 and found["difference"] == pytest.approx(0.7)
+    assert found["verdict"] == "reproduced"
+    assert experiments.label(REWRITE, "model.init", float("nan")) == "null"
+
+
+def test_sweep_points_match_rows_as_run_and_as_read_back():
+    from instdiv.engine.sweep import at
+    frame = pd.DataFrame({"n": [4.0, 8.0, None], "init": [None, "b.pt", "b.pt"], "fam": ["[1]", "[1, 3]", "[1]"]})
+    assert at(frame, {"n": 4, "init": None}).tolist() == [True, False, False]
+    assert at(frame, {"init": float("nan")}).tolist() == [True, False, False]  # a NaN cell as a point value
+    assert at(frame, {"fam": [1, 3]}).tolist() == at(frame, {"fam": "[1, 3]"}).tolist() == [False, True, False]
+    assert at(frame, {"n": 8, "init": "b.pt"}).tolist() == [False, True, False]
+
+
+def test_index_names_each_experiments_own_stage(monkeypatch):
+    from conftest import REPO
+    monkeypatch.chdir(REPO)
+    assert experiments.stage("skew") == "experiments/dvc.yaml:experiment@skew"
+    assert experiments.stage("pretrained") == "experiments/dvc.yaml:experiment_from_base@pretrained"
+
+
 def test_axis_labels():
     assert experiments.label(REWRITE, "family_k", "[3, 8]") == "3-8"
     assert experiments.label(REWRITE, "families", '["repeat", "mirror"]') == "repeat+mirror"
@@ -249,34 +290,31 @@ def test_experiment_stages_are_declared_apart_from_the_default_pipeline():
 
 def test_findings_are_judged_over_seeds_on_trained_runs_only():
     from instdiv.engine import findings
-    from instdiv.engine.sweep import encode
 
     def runs(high, low, learned=True):
         return pd.DataFrame({"seed": [0, 1, 2] * 2, "noop_share": [0.0] * 3 + [0.5] * 3,
                              "unseen_op_accuracy": [*high, *low], "learned": learned})
 
     claim = findings.Finding(claim="c", higher={"noop_share": 0.0}, lower={"noop_share": 0.5})
-    up = findings.evaluate(claim, runs([0.8, 0.9, 0.85], [0.2, 0.3, 0.1]), "unseen_op_accuracy", encode)
+    up = findings.evaluate(claim, runs([0.8, 0.9, 0.85], [0.2, 0.3, 0.1]), "unseen_op_accuracy")
     assert up["verdict"] == "reproduced" and up["difference"] == pytest.approx(0.65) and up["seeds"] == 3
     assert up["ci_low"] > 0
-    down = findings.evaluate(claim, runs([0.1, 0.2, 0.15], [0.8, 0.9, 0.85]), "unseen_op_accuracy", encode)
+    down = findings.evaluate(claim, runs([0.1, 0.2, 0.15], [0.8, 0.9, 0.85]), "unseen_op_accuracy")
     assert down["verdict"] == "differs" and "the opposite" in down["why"]
-    flat = findings.evaluate(claim, runs([0.5, 0.52, 0.49], [0.5, 0.5, 0.5]), "unseen_op_accuracy", encode)
+    flat = findings.evaluate(claim, runs([0.5, 0.52, 0.49], [0.5, 0.5, 0.5]), "unseen_op_accuracy")
     assert flat["verdict"] == "differs" and "no difference of 0.1 or more" in flat["why"]
     # seeds that disagree (+0.6, -0.6, 0) neither show the claim nor rule it out
-    noisy = findings.evaluate(claim, runs([0.8, 0.1, 0.5], [0.2, 0.7, 0.5]), "unseen_op_accuracy", encode)
+    noisy = findings.evaluate(claim, runs([0.8, 0.1, 0.5], [0.2, 0.7, 0.5]), "unseen_op_accuracy")
     assert noisy["verdict"] == "not testable at this scale" and "the seeds disagree" in noisy["why"]
     same = findings.Finding(claim="c", higher={"noop_share": 0.0}, lower={"noop_share": 0.5}, expect="similar")
-    assert findings.evaluate(same, runs([0.9, 0.91, 0.92], [0.9, 0.9, 0.93]), "unseen_op_accuracy",
-                             encode)["verdict"] == "reproduced"
+    assert findings.evaluate(same, runs([0.9, 0.91, 0.92], [0.9, 0.9, 0.93]), "unseen_op_accuracy")["verdict"] == "reproduced"
     # similar is an equivalence test: wholly outside +-0.1 differs, straddling it shows neither
-    assert findings.evaluate(same, runs([0.9, 0.91, 0.92], [0.5, 0.55, 0.6]), "unseen_op_accuracy",
-                             encode)["verdict"] == "differs"
-    wide = findings.evaluate(same, runs([0.0, 0.1, 0.08], [0.02, 0.0, 0.01]), "unseen_op_accuracy", encode)
+    assert findings.evaluate(same, runs([0.9, 0.91, 0.92], [0.5, 0.55, 0.6]), "unseen_op_accuracy")["verdict"] == "differs"
+    wide = findings.evaluate(same, runs([0.0, 0.1, 0.08], [0.02, 0.0, 0.01]), "unseen_op_accuracy")
     assert wide["verdict"] == "not testable at this scale" and "straddles" in wide["why"]
     frame = runs([0.8, 0.9, 0.85], [0.2, 0.3, 0.1])
     frame.loc[[1, 2], "learned"] = False  # two seeds did not learn: one seed left, no interval
-    out = findings.evaluate(claim, frame, "unseen_op_accuracy", encode)
+    out = findings.evaluate(claim, frame, "unseen_op_accuracy")
     assert out["verdict"] == "not testable at this scale" and out["untrained_runs"] == 2
 
 

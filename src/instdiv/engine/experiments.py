@@ -78,6 +78,16 @@ def names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.name not in ("dvc.yaml", KNOBS))
 
 
+def stage(name: str) -> str:
+    """The DVC stage that runs the experiment (experiment@<name>, or experiment_from_base@<name> for those that
+    depend on a base), as experiments/dvc.yaml's foreach lists declare it."""
+    path = EXPERIMENTS_DIR / "dvc.yaml"
+    for key, decl in ((_yaml(path).get("stages") or {}) if path.is_file() else {}).items():
+        if isinstance(decl, dict) and name in (decl.get("foreach") or []):
+            return f"experiments/dvc.yaml:{key}@{name}"
+    return f"experiments/dvc.yaml:experiment@{name}"
+
+
 def _yaml(path: Path) -> dict:
     try:
         return yaml.safe_load(path.read_text()) or {}
@@ -193,6 +203,8 @@ def label(task, axis: str, value) -> str:
     special = task.label(axis, value)
     if special is not None:
         return special
+    if value is None:
+        return "null"  # as params.yaml writes it
     if not isinstance(value, list):
         return str(value)
     if _is_range(task, axis):
@@ -236,7 +248,7 @@ def report(name: str, exp: ExperimentConfig, params: Params, frame: pd.DataFrame
     points.to_csv(out / "points.csv", index=False)
     done.to_csv(out / "runs.csv", index=False, columns=[c for c in [*axes, "learned", *present] if c in done])
     minutes = float(done["fit_seconds"].sum() / 60) if "fit_seconds" in done else float("nan")
-    judged = [verdicts.evaluate(f, done, f.metric or exp.metrics[0], sweep.encode, params.sweep.confidence)
+    judged = [verdicts.evaluate(f, done, f.metric or exp.metrics[0], params.sweep.confidence)
               for f in exp.findings]
     metrics = {"trials": int(len(done)), "untrained": int((~done["learned"]).sum()),
                "seeds": len(params.sweep.seeds), "training_minutes": round(minutes, 1),
@@ -289,8 +301,7 @@ def beside_paper(exp: ExperimentConfig, params: Params, points: pd.DataFrame) ->
     for row, (paper_row, theirs) in zip(_values(params, exp.series), t["rows"].items()):
         cells = []
         for ours_x, paper_value in zip(ours, theirs):
-            hit = points[(points[exp.series].astype(str) == str(sweep.encode(row)))
-                         & (points[exp.x].astype(str) == str(sweep.encode(ours_x)))]
+            hit = points[sweep.at(points, {exp.series: row, exp.x: ours_x})]
             mine = f"{hit[metric].iloc[0]:.2f}" if len(hit) else "-"
             cells.append(f"{mine} / {paper_value:.2f}")
         lines.append(f"| {label(task, exp.series, row)} (paper {paper_row}) | " + " | ".join(cells) + " |")
@@ -331,20 +342,23 @@ def figure(exp: ExperimentConfig, params: Params, points: pd.DataFrame, runs: pd
     for r, metric in enumerate(exp.metrics):
         for c, panel in enumerate(panels):
             ax = axes[r][c]
-            sub = points if panel is None else points[points[exp.panel].astype(str) == str(panel)]
-            mine = runs if panel is None else runs[runs[exp.panel].astype(str) == str(panel)]
-            groups = sub.groupby(exp.series, sort=False) if exp.series != exp.x else [(None, sub)]
-            for k, (value, g) in enumerate(sorted(groups, key=lambda item: order.get(str(item[0]), 0))):
+            sub = points if panel is None else points[sweep.at(points, {exp.panel: panel})]
+            mine = runs if panel is None else runs[sweep.at(runs, {exp.panel: panel})]
+            # one line per series value, a null one (model.init: null) included
+            by_series = exp.series != exp.x
+            groups = sub.groupby(exp.series, sort=False, dropna=False) if by_series else [(None, sub)]
+            for k, (value, g) in enumerate(sorted(groups, key=lambda item: order.get(
+                    str(sweep.encode(sweep.decode(item[0]))), 0))):
                 color = colors[k % len(colors)]
                 g = g.assign(_x=xs_of(g)).sort_values("_x")
-                seeds = mine if value is None else mine[mine[exp.series].astype(str) == str(value)]
+                seeds = mine[sweep.at(mine, {exp.series: value})] if by_series else mine
                 jitter = 0.08 if categorical else 0.0
                 for learned, style in ((True, {"color": color}), (False, {"facecolors": "none", "edgecolors": color})):
                     part = seeds[seeds["learned"] == learned]
                     if len(part):
                         ax.scatter(np.asarray(xs_of(part), float) + jitter * (k - 1), part[metric], s=14,
                                    alpha=0.45 if learned else 0.9, zorder=2, **style)
-                name = label(task, exp.series, value) if value is not None else metric
+                name = label(task, exp.series, value) if by_series else metric
                 low, high = g.get(f"{metric}_low"), g.get(f"{metric}_high")
                 yerr = None if low is None else np.vstack([(g[metric] - low).fillna(0), (high - g[metric]).fillna(0)])
                 ax.errorbar(g["_x"], g[metric], yerr=yerr, marker="o", ms=4, capsize=2, color=color, label=name,
@@ -453,7 +467,7 @@ def write_index() -> None:
             rows.append(f"| {f['claim']} ([{name}]({name}/figure.png)) | {_ours(f)} | {f['paper']} | {f['verdict']} "
                         f"| {f['why']} |")
         untrained = metrics.get("untrained")
-        sections += [f"## {exp.title}", "", f"`dvc repro experiments/dvc.yaml:experiment@{name}`: "
+        sections += [f"## {exp.title}", "", f"`dvc repro {stage(name)}`: "
                      f"{metrics['trials']} training runs"
                      + (f" ({untrained} untrained: left out of means and verdicts)" if untrained is not None else "")
                      + f", {metrics['training_minutes']} minutes of training.", "",

@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from instdiv.config import Section
+from instdiv.engine.sweep.study import at
 
 REPRODUCED, DIFFERS, UNTESTABLE = "reproduced", "differs", "not testable at this scale"
 
@@ -46,13 +47,6 @@ def judge_runs(task, runs: pd.DataFrame, bar: float) -> pd.Series:
     return pd.Series(out, index=runs.index, dtype=bool)
 
 
-def _matches(frame: pd.DataFrame, where: dict, encode) -> pd.Series:
-    """Rows whose axes hold the given values (list-valued axes, e.g. families, as JSON as in trials.csv)."""
-    keep = pd.Series(True, index=frame.index)
-    for key, value in where.items():
-        keep &= frame[key].astype(str) == str(encode(value))
-    return keep
-
 
 def seed_interval(values, confidence: float) -> tuple[float, float, float]:
     """Mean of per-seed values and its Student t interval (NaN bounds below two seeds)."""
@@ -65,15 +59,15 @@ def seed_interval(values, confidence: float) -> tuple[float, float, float]:
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
-def evaluate(finding: Finding, runs: pd.DataFrame, metric: str, encode, confidence: float = 0.9) -> dict:
+def evaluate(finding: Finding, runs: pd.DataFrame, metric: str, confidence: float = 0.9) -> dict:
     """The finding against `runs` (every completed run, `learned` and `seed` columns)."""
     trained = runs[runs["learned"].astype(bool)] if "learned" in runs else runs
-    high = trained[_matches(trained, finding.higher, encode)].groupby("seed")[metric].mean()
-    low = trained[_matches(trained, finding.lower, encode)].groupby("seed")[metric].mean()
+    high = trained[at(trained, finding.higher)].groupby("seed")[metric].mean()
+    low = trained[at(trained, finding.lower)].groupby("seed")[metric].mean()
     seeds = sorted(set(high.index) & set(low.index))
     diffs = [high[s] - low[s] for s in seeds]
     mean, lo, hi = seed_interval(diffs, confidence)
-    sides = runs[_matches(runs, finding.higher, encode) | _matches(runs, finding.lower, encode)]
+    sides = runs[at(runs, finding.higher) | at(runs, finding.lower)]
     untrained = int((~sides["learned"].astype(bool)).sum()) if "learned" in sides else 0
     result = {"claim": finding.claim, "paper": finding.paper, "metric": metric, "seeds": len(seeds),
               "difference": mean, "ci_low": lo, "ci_high": hi, "confidence": confidence,

@@ -4,6 +4,7 @@ the sweep stage (workers.py)."""
 
 from instdiv.engine.sweep.samplers import GridQueueSampler, ThresholdSampler, propose
 from instdiv.engine.sweep.study import (
+                                        at,
                                         axis_names,
                                         dashboard_arg,
                                         decode,
@@ -18,6 +19,6 @@ from instdiv.engine.sweep.study import (
 from instdiv.engine.sweep.trial import check, objective, trial_params
 from instdiv.engine.sweep.workers import retry_unfinished, run, work
 
-__all__ = ["GridQueueSampler", "ThresholdSampler", "axis_names", "check", "dashboard_arg", "decode", "encode",
+__all__ = ["GridQueueSampler", "ThresholdSampler", "at", "axis_names", "check", "dashboard_arg", "decode", "encode",
            "grid_points", "objective", "open_storage", "open_study", "propose", "retry_unfinished", "run",
            "storage_url", "study_name", "trial_params", "trials_frame", "work"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -69,7 +70,26 @@ def encode(value):
 
 
 def decode(value):
+    """The axis value an encoded one stands for; an empty cell read back from a table (NaN) is a null axis
+    value (model.init: null)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
     return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
+
+
+def at(frame: pd.DataFrame, point: dict) -> pd.Series:
+    """Rows of a trials table (as run or read back from trials.csv) at the point's axis values, encoded or not:
+    numbers compared as numbers, lists as their JSON, a null value (model.init: null) as the empty cell."""
+    keep = pd.Series(True, index=frame.index)
+    for key, value in point.items():
+        value = decode(value)
+        if value is None:
+            keep &= frame[key].isna()
+        elif isinstance(value, (int, float)):
+            keep &= pd.to_numeric(frame[key], errors="coerce") == value
+        else:
+            keep &= frame[key].astype(str) == str(encode(value))
+    return keep
 
 
 def axis_names(params) -> list[str]:

@@ -23,6 +23,7 @@ from instdiv.engine import tracking
 from instdiv.engine.sweep.samplers import MIN_PLATEAU, points_so_far, propose, relative_target
 from instdiv.engine.sweep.study import (
     adopt,
+    at,
     axis_names,
     dashboard_arg,
     grid_points,
@@ -138,13 +139,6 @@ def work(params, threads: int | None = None) -> int:
         ran += 1
 
 
-def _has_point(frame: pd.DataFrame, point: dict) -> bool:
-    """Whether a row of the frame is at the point; a null axis value (model.init: null) matches an empty cell."""
-    match = pd.Series(True, index=frame.index)
-    for key, value in point.items():
-        match &= frame[key].isna() if value is None else frame[key] == value
-    return bool(match.any())
-
 
 def run(params, out: Path) -> pd.DataFrame:
     """The `sweep` stage: start `sweep.workers` workers on the study, then write its trials to `out`; the
@@ -172,7 +166,7 @@ def run(params, out: Path) -> pd.DataFrame:
     complete = frame[frame["state"] == "COMPLETE"] if len(frame) else frame
     if s.mode == "grid":  # a pruned point is a result too
         complete = frame[frame["state"].isin(["COMPLETE", "PRUNED"])] if len(frame) else frame
-        missing = [p for p in grid_points(params) if not _has_point(complete, p)]
+        missing = [p for p in grid_points(params) if not at(complete, p).any()]
         if missing:
             raise InstdivError(f"{len(missing)} grid points have no completed trial (first: {missing[0]}); see "
                                "the errors above, then rerun the sweep: failed points are retried")
