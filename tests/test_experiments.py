@@ -200,6 +200,8 @@ def test_a_null_axis_value_read_back_from_trials_csv_is_a_point_and_a_side(tiny,
     assert found["runs"] == 4 and found["seeds"] == 2 and found["difference"] == pytest.approx(0.7)
     assert found["verdict"] == "reproduced"
     assert experiments.label(REWRITE, "model.init", float("nan")) == "null"
+    index = (in_tmp / "reports/index.md").read_text()
+    assert "| null " in index and "nan" not in index
 
 
 def test_sweep_points_match_rows_as_run_and_as_read_back():

@@ -497,6 +497,12 @@ def test_a_study_resumes_from_its_committed_journal_on_another_machine(tiny, in_
     assert study_run is not None
     client = mlflow.MlflowClient(f"sqlite:///{clone}/mlruns/mlflow.db")
     assert client.get_run(study_run).info.status == "FINISHED"
+    # run again once finished, it trains nothing and leaves the committed journal as it was
+    journals = sorted((clone / "studies").glob("*.journal"))
+    before = [j.read_bytes() for j in journals]
+    monkeypatch.setattr(workers, "objective", lambda trial, params: pytest.fail("a finished study trained"))
+    run_sweep(clone / "params.yaml")
+    assert [j.read_bytes() for j in journals] == before
 
 
 def test_a_journal_moved_to_another_machine_fails_the_other_hosts_running_trials(tmp_path):

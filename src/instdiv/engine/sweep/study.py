@@ -178,10 +178,15 @@ def open_study(params) -> optuna.Study:
     sampler = ThresholdSampler(min(s.instructions), max(s.instructions), s.target, s.metric,
                                params.task().count_axis, s.seeds, fixed) if s.mode == "threshold" \
         else GridQueueSampler()
+    # Loaded first: a create attempt on an existing study appends a record to a journal file, so every resume
+    # would change the committed journal without changing the study.
+    exists = name in optuna.get_all_study_names(storage)
     try:
+        if exists:
+            raise optuna.exceptions.DuplicatedStudyError(name)
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner(params),
                                     direction="maximize")
-    except optuna.exceptions.DuplicatedStudyError:
+    except optuna.exceptions.DuplicatedStudyError:  # it exists, or another worker created it first
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner(params))
         deadline = time.time() + _READY_TIMEOUT_S
         while "ready" not in study.user_attrs:
