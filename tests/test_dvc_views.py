@@ -64,8 +64,10 @@ def test_experiments_declare_only_their_knobs_as_params():
             for file in files:
                 assert file in ("params.yaml", "experiments/params.yaml"), (name, file)
             if "experiments/params.yaml" in files:
-                assert files["experiments/params.yaml"] == ["${item}"]
-                assert "experiments/${item}.yaml" in body["deps"]  # any edit of the declaration reruns it
+                # the experiment's name: a foreach list's item, or a foreach mapping's key (experiment -> base)
+                var = "${key}" if isinstance(stage.get("foreach"), dict) else "${item}"
+                assert files["experiments/params.yaml"] == [var]
+                assert f"experiments/{var}.yaml" in body["deps"]  # any edit of the declaration reruns it
     out = subprocess.run([DVC, "exp", "show", "--no-pager", "--csv"], cwd=REPO, env=ENV, capture_output=True,
                          text=True, timeout=300)
     columns = out.stdout.splitlines()[0].split(",")
