@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -188,7 +189,8 @@ def test_a_null_axis_value_read_back_from_trials_csv_is_a_point_and_a_side(tiny,
                        "lower": {"n_instructions": 8, "model.init": None}}])
     exp, params = experiments.load("init")
     rows = [{"state": "COMPLETE", "n_instructions": i, "seed": seed, "model.init": init, "fit_seconds": 1.0,
-             "seen_op_accuracy": 1.0, "unseen_op_accuracy": (0.9 if init else 0.2) + 0.01 * seed}
+             "seen_op_accuracy": 0.5 if (i, init) == (4, None) else 1.0,  # a point with no trained seed
+             "unseen_op_accuracy": (0.9 if init else 0.2) + 0.01 * seed}
             for i in (4, 8) for seed in (0, 1) for init in (None, "models/base.pt")]
     pd.DataFrame(rows).to_csv(in_tmp / "trials.csv", index=False)
     frame = pd.read_csv(in_tmp / "trials.csv")
@@ -202,6 +204,7 @@ def test_a_null_axis_value_read_back_from_trials_csv_is_a_point_and_a_side(tiny,
     assert experiments.label(REWRITE, "model.init", float("nan")) == "null"
     index = (in_tmp / "reports/index.md").read_text()
     assert "| null " in index and "nan" not in index
+    assert re.search(r"\| null +\| +4 \| +- \|", index)  # the point without a trained seed: no mean
 
 
 def test_sweep_points_match_rows_as_run_and_as_read_back():
