@@ -47,7 +47,6 @@ def judge_runs(task, runs: pd.DataFrame, bar: float) -> pd.Series:
     return pd.Series(out, index=runs.index, dtype=bool)
 
 
-
 def seed_interval(values, confidence: float) -> tuple[float, float, float]:
     """Mean of per-seed values and its Student t interval (NaN bounds below two seeds)."""
     v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)

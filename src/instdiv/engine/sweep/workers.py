@@ -139,7 +139,6 @@ def work(params, threads: int | None = None) -> int:
         ran += 1
 
 
-
 def run(params, out: Path) -> pd.DataFrame:
     """The `sweep` stage: start `sweep.workers` workers on the study, then write its trials to `out`; the
     study's MLflow parent run ends FINISHED when every trial it needs is done."""
