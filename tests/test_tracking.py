@@ -69,3 +69,24 @@ def test_registration_can_be_turned_off(tiny, in_tmp):
     info = stages.train(p, TASK, DATA, Path("models/model.pt"), None)
     assert "registered_model" not in info and info["model_id"]
     assert not mlflow.MlflowClient(f"sqlite:///{in_tmp}/mlruns/mlflow.db").search_registered_models()
+
+
+def test_two_processes_creating_one_experiment_both_get_it(tiny, in_tmp, monkeypatch):
+    """Two training processes starting at once (`dvc queue start -j 2`) both find the experiment missing; the
+    second's create fails on the name's unique constraint and must use the one the first made."""
+    from instdiv.engine import tracking
+
+    cfg = params(tiny).tracking
+    made = tracking.experiment_id(cfg, "race")
+    real = mlflow.MlflowClient.get_experiment_by_name
+    calls = []
+
+    def first_missing(self, name):  # the state this process saw before the other one created it
+        calls.append(name)
+        return None if len(calls) == 1 else real(self, name)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", first_missing)
+    assert tracking.experiment_id(cfg, "race") == made
+    assert len(calls) == 2
+    run_logger = tracking.logger(cfg, run_name="second", experiment="race")
+    assert run_logger.experiment_id == made

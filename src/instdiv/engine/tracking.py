@@ -99,6 +99,25 @@ def client(cfg: TrackingConfig):
     return mlflow.MlflowClient(tracking_uri(cfg))
 
 
+def experiment_id(cfg: TrackingConfig, name: str) -> str:
+    """The id of the MLflow experiment `name`, created when missing. Two processes starting at once (a
+    two-worker `dvc queue start -j 2`, sweep workers) may both find it missing: the second one's create then
+    fails on the name's unique constraint, and the experiment the first made is the answer."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(cfg)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name, artifact_location=artifact_location(tracking_uri(cfg), name))
+    except MlflowException:
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
 def logger(cfg: TrackingConfig, run_name: str | None = None, tags: dict | None = None, run_id: str | None = None,
            experiment: str | None = None, resumed: bool = False):
     """The Lightning logger of a training run: a new run in `experiment` (default tracking.experiment), or the
@@ -110,6 +129,7 @@ def logger(cfg: TrackingConfig, run_name: str | None = None, tags: dict | None =
     if run_id is not None and experiment is None:
         return MLFlowLogger(tracking_uri=uri, run_id=run_id)
     experiment = experiment or cfg.experiment
+    experiment_id(cfg, experiment)  # the logger would create it too, without surviving the race
     kind = MLFlowLogger
     if resumed:
         c = client(cfg)
@@ -267,12 +287,8 @@ def parent_run(cfg: TrackingConfig, name: str, tags: dict, params: dict) -> str:
     """A sweep's parent run (trials are nested under it); it stays RUNNING until `end_run`."""
     import mlflow
 
-    uri = tracking_uri(cfg)
     c = client(cfg)
-    exp = c.get_experiment_by_name(cfg.experiment)
-    exp_id = exp.experiment_id if exp else c.create_experiment(
-        cfg.experiment, artifact_location=artifact_location(uri, cfg.experiment))
-    run = c.create_run(exp_id, run_name=name, tags={"git_commit": git_commit(), **tags})
+    run = c.create_run(experiment_id(cfg, cfg.experiment), run_name=name, tags={"git_commit": git_commit(), **tags})
     c.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in flatten(params).items()])
     return run.info.run_id
 
