@@ -1,6 +1,6 @@
 """Rerunnable speed benchmarks; figures are recorded in benchmarks/README.md.
 
-    python benchmarks/bench.py [--quick] [--only generator,loader,lightning,kvcache,precision,sandbox,workers,lora,hfdecode] [--json out.json]
+    python benchmarks/bench.py [--quick] [--only generator,loader,lightning,kvcache,precision,batch,sandbox,workers,lora,hfdecode] [--json out.json]
 
 Ratios are measured side by side in one process, alternating the contenders, so a noisy shared machine
 slows both alike. Each figure is the median of several repeats.
@@ -152,6 +152,30 @@ def bench_precision(quick: bool) -> dict:
             fp32.append(_bare_loop(gpt, loader, tcfg, steps, "32-true"))
             bf16.append(_bare_loop(gpt, loader, tcfg, steps, "bf16-mixed"))
         out[f"d{d}_bf16_speedup"] = round(statistics.median(fp32) / statistics.median(bf16), 2)
+    return out
+
+
+def bench_batch(quick: bool) -> dict:
+    """Training rows per second of the default GPT on one thread (a sweep worker's share of the CPU) at batch
+    16 to 256, the batches alternating: whether a smaller batch buys time (more steps a second) or a larger
+    one buys throughput (rows a second)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    steps = 10 if quick else 60
+    batches = (16, 32, 64, 128, 256)
+    seconds: dict[int, list[float]] = {b: [] for b in batches}
+    try:
+        setups = {b: _setup(64, batch=b) for b in batches}
+        for _ in range(2 if quick else 3):
+            for b, (gpt, loader) in setups.items():
+                seconds[b].append(_bare_loop(gpt, loader, TrainConfig(), steps, "32-true"))
+    finally:
+        torch.set_num_threads(threads)
+    out = {"threads": 1, "steps": steps}
+    for b in batches:
+        step = statistics.median(seconds[b]) / steps
+        out[f"batch{b}_step_ms"] = round(1000 * step, 1)
+        out[f"batch{b}_rows_per_s"] = round(b / step)
     return out
 
 
@@ -336,8 +360,8 @@ def bench_workers(quick: bool) -> dict:
 
 
 BENCHES = {"generator": bench_generator, "loader": bench_loader, "lightning": bench_lightning, "kvcache": bench_kvcache,
-           "precision": bench_precision, "sandbox": bench_sandbox, "workers": bench_workers, "lora": bench_lora,
-           "hfdecode": bench_hfdecode}
+           "precision": bench_precision, "batch": bench_batch, "sandbox": bench_sandbox, "workers": bench_workers,
+           "lora": bench_lora, "hfdecode": bench_hfdecode}
 
 
 def main():
