@@ -168,6 +168,18 @@ def pruner(params) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner() if params.sweep.pruning else optuna.pruners.NopPruner()
 
 
+def _load_ready(name: str, storage, sampler, params) -> optuna.Study:
+    """An existing study, once its creator has set it up."""
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner(params))
+    deadline = time.time() + _READY_TIMEOUT_S
+    while "ready" not in study.user_attrs:
+        if time.time() > deadline:
+            raise ConfigError(f"study {name} was created but never set up (its creator died?); delete it "
+                              f"with: optuna delete-study --study-name {name} --storage <url>")
+        time.sleep(1)
+    return study
+
+
 def open_study(params) -> optuna.Study:
     """Create the study, or load it when it exists; its creator also creates the MLflow parent run and, in
     grid mode, enqueues every point, then marks the study ready for the other workers."""
@@ -180,21 +192,13 @@ def open_study(params) -> optuna.Study:
         else GridQueueSampler()
     # Loaded first: a create attempt on an existing study appends a record to a journal file, so every resume
     # would change the committed journal without changing the study.
-    exists = name in optuna.get_all_study_names(storage)
+    if name in optuna.get_all_study_names(storage):
+        return _load_ready(name, storage, sampler, params)
     try:
-        if exists:
-            raise optuna.exceptions.DuplicatedStudyError(name)
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner(params),
                                     direction="maximize")
-    except optuna.exceptions.DuplicatedStudyError:  # it exists, or another worker created it first
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner(params))
-        deadline = time.time() + _READY_TIMEOUT_S
-        while "ready" not in study.user_attrs:
-            if time.time() > deadline:
-                raise ConfigError(f"study {name} was created but never set up (its creator died?); delete it "
-                                  f"with: optuna delete-study --study-name {name} --storage <url>") from None
-            time.sleep(1)
-        return study
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it first
+        return _load_ready(name, storage, sampler, params)
     for key, value in tracking.flatten({"sweep": s.model_dump()}).items():
         study.set_user_attr(key, value)
     _new_parent_run(study, params)
