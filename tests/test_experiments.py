@@ -185,7 +185,7 @@ def test_a_null_axis_value_read_back_from_trials_csv_is_a_point_and_a_side(tiny,
     declare(in_tmp, "init", title="Init", x="n_instructions", series="model.init",
             params={"sweep": {"mode": "grid", "instructions": [4, 8], "seeds": [0, 1],
                               "axes": {"model.init": [None, "models/base.pt"]}}},
-            findings=[{"claim": "the base helps", "higher": {"n_instructions": 8, "model.init": "models/base.pt"},
+            findings=[{"claim": "the base helps", "margin": 0.1, "higher": {"n_instructions": 8, "model.init": "models/base.pt"},
                        "lower": {"n_instructions": 8, "model.init": None}}])
     exp, params = experiments.load("init")
     rows = [{"state": "COMPLETE", "n_instructions": i, "seed": seed, "model.init": init, "fit_seconds": 1.0,
@@ -300,7 +300,7 @@ def test_findings_are_judged_over_seeds_on_trained_runs_only():
         return pd.DataFrame({"seed": [0, 1, 2] * 2, "noop_share": [0.0] * 3 + [0.5] * 3,
                              "unseen_op_accuracy": [*high, *low], "learned": learned})
 
-    claim = findings.Finding(claim="c", higher={"noop_share": 0.0}, lower={"noop_share": 0.5})
+    claim = findings.Finding(claim="c", higher={"noop_share": 0.0}, lower={"noop_share": 0.5}, margin=0.1)
     up = findings.evaluate(claim, runs([0.8, 0.9, 0.85], [0.2, 0.3, 0.1]), "unseen_op_accuracy")
     assert up["verdict"] == "reproduced" and up["difference"] == pytest.approx(0.65) and up["seeds"] == 3
     assert up["ci_low"] > 0
@@ -311,7 +311,8 @@ def test_findings_are_judged_over_seeds_on_trained_runs_only():
     # seeds that disagree (+0.6, -0.6, 0) neither show the claim nor rule it out
     noisy = findings.evaluate(claim, runs([0.8, 0.1, 0.5], [0.2, 0.7, 0.5]), "unseen_op_accuracy")
     assert noisy["verdict"] == "not testable at this scale" and "the seeds disagree" in noisy["why"]
-    same = findings.Finding(claim="c", higher={"noop_share": 0.0}, lower={"noop_share": 0.5}, expect="similar")
+    same = findings.Finding(claim="c", higher={"noop_share": 0.0}, lower={"noop_share": 0.5}, expect="similar",
+                            margin=0.1)
     assert findings.evaluate(same, runs([0.9, 0.91, 0.92], [0.9, 0.9, 0.93]), "unseen_op_accuracy")["verdict"] == "reproduced"
     # similar is an equivalence test: wholly outside +-0.1 differs, straddling it shows neither
     assert findings.evaluate(same, runs([0.9, 0.91, 0.92], [0.5, 0.55, 0.6]), "unseen_op_accuracy")["verdict"] == "differs"
@@ -321,6 +322,23 @@ def test_findings_are_judged_over_seeds_on_trained_runs_only():
     frame.loc[[1, 2], "learned"] = False  # two seeds did not learn: one seed left, no interval
     out = findings.evaluate(claim, frame, "unseen_op_accuracy")
     assert out["verdict"] == "not testable at this scale" and out["untrained_runs"] == 2
+    # ... and over all runs, the untrained included, the claim shows: said beside, not silently dropped
+    assert out["all_runs"]["verdict"] == "reproduced" and out["all_runs"]["seeds"] == 3
+    assert "with all 6 runs, the 2 untrained included: reproduced" in out["why"]
+    assert up["detectable"] > 0 and up["margin"] == 0.1
+
+
+def test_a_finding_without_a_margin_is_one_line_naming_it(tmp_path, monkeypatch):
+    from conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    copy_experiments(tmp_path, {})
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    text = (tmp_path / "experiments/noop.yaml").read_text()
+    (tmp_path / "experiments/noop.yaml").write_text("\n".join(l for l in text.splitlines()
+                                                              if not l.strip().startswith("margin:")))
+    with pytest.raises(ConfigError, match=r"experiments/noop.yaml: findings\[1\].margin is missing"):
+        experiments.load("noop")
 
 
 @pytest.mark.parametrize("name,preset", [("encrypted", "llama2-lora"), ("code_sweep", "deepseek-coder")])

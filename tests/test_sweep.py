@@ -517,3 +517,49 @@ def test_a_journal_moved_to_another_machine_fails_the_other_hosts_running_trials
     assert workers.fail_dead_workers(study, 2, journal=True) == [trial.number]
     states = [t.state for t in study.get_trials()]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]  # failed, and retried
+
+
+def bimodal(i50: float):
+    """An objective whose runs memorize or generalize (outcomes mode's model of a run): seed s moves its own
+    threshold by a factor 1.25^((s % 5) - 2), so runs at one I near I_50 disagree, as trained ones do."""
+
+    def objective(trial, params):
+        s = params.sweep
+        i = trial.suggest_int("n_instructions", min(s.instructions), max(s.instructions), log=True)
+        seed = trial.suggest_int("seed", 0, 100_000)
+        generalized = math.log(i) >= math.log(i50) + math.log(1.25) * ((seed % 5) - 2)
+        acc = 0.95 if generalized else 0.01
+        for key, value in (("unseen_op_accuracy", acc), ("seen_op_accuracy", 0.99), ("unseen_accuracy", acc),
+                           ("learned", True)):
+            trial.set_user_attr(key, value)
+        return acc
+
+    return objective
+
+
+def test_outcomes_mode_gathers_runs_in_the_transition_and_resumes_with_a_larger_budget(tiny, in_tmp, monkeypatch):
+    monkeypatch.setattr(workers, "objective", bimodal(200.0))
+    tiny["sweep"].update(mode="outcomes", instructions=[32, 1024], max_trials=16, total_examples=2048)
+    path = write_params(in_tmp / "params.yaml", tiny)
+    first = run_sweep(path)
+    done = first[first["state"] == "COMPLETE"]
+    assert len(done) == 16 and set(done["n_instructions"]) <= set(sweep.ladder_of(load_params(path)))
+    # the ends and the middle once, the rest within a factor 2.1 of the truth
+    assert {32, 181, 1024} <= set(done["n_instructions"])
+    assert done["n_instructions"].between(200 / 2.1, 200 * 2.1).sum() >= 12
+    # seeds 0, 1, 2, ... at each I, never one twice
+    assert all(sorted(g) == list(range(len(g))) for g in done.groupby("n_instructions")["seed"].apply(list))
+    # a larger budget resumes the same study (the budget does not name it) and adds only the new runs
+    tiny["sweep"]["max_trials"] = 24
+    name = sweep.study_name(load_params(path))
+    more = run_sweep(write_params(in_tmp / "params.yaml", tiny))
+    assert sweep.study_name(load_params(path)) == name and len(more[more["state"] == "COMPLETE"]) == 24
+    assert more.set_index("number").loc[first["number"], "n_instructions"].tolist() == first["n_instructions"].tolist()
+    result = estimate.run(load_params(path), TRIALS, Path("reports/sweep"), Path("reports/threshold.json"),
+                          coverage_studies=10)
+    assert result["mode"] == "outcomes" and result["ci_low"] < 200 * 1.1 and result["ci_high"] > 200 / 1.1
+    assert result["threshold_instructions"] == pytest.approx(200, rel=0.3) and result["runs"] == 24
+    assert result["coverage"]["studies"] == 10 and 0 <= result["coverage"]["coverage"] <= 1
+    assert min(result["transition"].values()) == result["transition_min_runs"] >= 1
+    assert Path("reports/sweep/outcomes.png").stat().st_size > 5_000
+    assert "I_50" in estimate.headline(result)

@@ -139,12 +139,22 @@ def estimate(params: ParamsOpt = Path("params.yaml"),
              threshold: Annotated[Path, typer.Option(help="The estimate.")] = Path("reports/threshold.json"),
              control: Annotated[str | None, typer.Option(
                  help="A control arm drawn beside the study: RUNS.csv[:key=value], e.g. "
-                      "reports/holdout/runs.csv:holdout=strings")] = None):
+                      "reports/holdout/runs.csv:holdout=strings")] = None,
+             band: Annotated[str | None, typer.Option(
+                 help="The published threshold's range LOW-HIGH, drawn and judged against ours, e.g. 300-500")] = None):
     """Fit the threshold from the sweep's trials; write the estimate and the figures (stage `estimate`)."""
     from instdiv.engine import estimate as estimates
+    from instdiv.errors import ConfigError
     from instdiv.params import load_params
 
-    est = estimates.run(load_params(params), trials, out, threshold, control)
+    bounds = None
+    if band is not None:
+        try:
+            bounds = tuple(float(v) for v in band.split("-"))
+            assert len(bounds) == 2 and 0 < bounds[0] < bounds[1]
+        except (ValueError, AssertionError):
+            raise ConfigError(f"--band {band}: give LOW-HIGH instruction counts, e.g. --band 300-500") from None
+    est = estimates.run(load_params(params), trials, out, threshold, control, bounds)
     typer.echo(estimates.headline(est))
     if est.get("control"):
         typer.echo("control (" + est["control"]["arm"] + "): " + estimates.headline(est["control"]))

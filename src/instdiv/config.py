@@ -223,9 +223,13 @@ class SweepConfig(Section):
     measures and which keys an axis may vary are checked against the task when params are assembled."""
 
     section: ClassVar[str] = "sweep"
-    LATER_KEYS: ClassVar[tuple[str, ...]] = ("task",)  # left out of study names while at its default
-    # threshold: adaptive search for the I where `metric` crosses `target`; grid: every combination once.
-    mode: Literal["threshold", "grid"] = "threshold"
+    LATER_KEYS: ClassVar[tuple[str, ...]] = ("task", "ladder_ratio")  # left out of study names at their defaults
+    # outcomes: each run is an outcome (generalized: `metric` reaches `target` of the run's own score on its
+    # training rules), placed adaptively on a ladder of I (x `ladder_ratio` apart over `instructions` [min, max])
+    # where it informs I_50, the I at which half the runs generalize (engine/stats.py); every run takes the
+    # next unused seed at its I, for `max_trials` runs. threshold: the older search for the I where the mean
+    # `metric` crosses `target` of its plateau, `seeds` at each I; grid: every combination once.
+    mode: Literal["outcomes", "threshold", "grid"] = "threshold"
     task: str = "rewrite"  # a task package under instdiv/tasks: its count axis is I, its scores the metrics
     study: str = "rewrite"  # a suffix hashed from the settings keeps different sweeps apart
     # Any Optuna storage URL (sqlite:///, postgresql://...) or journal:<file> for several workers on one
@@ -243,7 +247,8 @@ class SweepConfig(Section):
     # Every point is trained once per seed; a seed draws the rules, the inputs and the initial weights. The
     # threshold's interval comes from the seeds (instdiv/engine/estimate.py).
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    max_trials: int = 12  # threshold mode's budget of training runs: points x seeds
+    max_trials: int = 12  # threshold and outcomes mode's budget of training runs (outcomes: raise it to resume)
+    ladder_ratio: Number = 1.4142  # outcomes mode: the ladder's largest step between neighbouring values of I
     workers: int = 1  # processes started by one command; start the command on more machines to add more
     max_retries: int = 2  # a failed or killed trial is retried this often
     heartbeat_seconds: int = 30  # a trial silent for 3 heartbeats counts as killed (RDB storages)
@@ -271,6 +276,18 @@ class SweepConfig(Section):
             if any(len(values) > 1 for values in self.axes.values()):
                 raise ConfigError(f"{s}.axes: threshold mode searches I alone; give one value per axis, or use "
                                   "mode: grid")
+        if self.mode == "outcomes":
+            if len(self.instructions) != 2 or self.instructions[0] >= self.instructions[1]:
+                raise ConfigError(f"{s}.instructions={self.instructions}: outcomes mode places runs on a ladder over "
+                                  "[min, max]; give two values with min < max")
+            if self.max_trials < 3:
+                raise ConfigError(f"{s}.max_trials={self.max_trials}: outcomes mode needs at least 3 runs (the "
+                                  "ladder's ends and middle) and some 40 for a useful interval")
+            if not self.ladder_ratio > 1.0:
+                raise ConfigError(f"{s}.ladder_ratio={self.ladder_ratio} must be above 1, e.g. 1.4142 (x sqrt 2)")
+            if any(len(values) > 1 for values in self.axes.values()):
+                raise ConfigError(f"{s}.axes: outcomes mode places runs on I alone; give one value per axis (one "
+                                  "study per setting), or use mode: grid")
         if len(set(self.instructions)) != len(self.instructions):
             raise ConfigError(f"{s}.instructions={self.instructions} lists a value twice")
         if not 0.0 < self.target < 1.0:

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import OptimizeWarning, curve_fit
 
-from instdiv.engine import reports
-from instdiv.engine.findings import seed_interval as mean_interval
+from instdiv.engine import reports, stats
+from instdiv.engine.stats import mean_interval
 from instdiv.engine.tracking import repo_root as tracking_root
 from instdiv.errors import DataError
 
@@ -31,42 +29,7 @@ from instdiv.errors import DataError
 _REACH = 2.0
 
 
-def logistic(x, plateau, steepness, midpoint):
-    return plateau / (1.0 + np.exp(-steepness * (x - midpoint)))
-
-
-def fit(instructions, accuracy, plateau: float | None = None) -> tuple[float, float, float] | None:
-    """(plateau, steepness, midpoint in log I) by least squares, or None when the fit does not converge. Given
-    `plateau`, only steepness and midpoint are fitted."""
-    x = np.log(np.asarray(instructions, dtype=float))
-    y = np.asarray(accuracy, dtype=float)
-    if len(np.unique(x)) < (2 if plateau else 3):
-        return None
-    span = max(x.max() - x.min(), 1e-3)
-    lower, upper = [1e-3, x.min() - span], [100.0, x.max() + span]
-    p0 = [4.0 / span, float(np.median(x))]
-    if plateau is None:
-        model = logistic
-        p0, lower, upper = [max(y.max(), 0.05), *p0], [0.01, *lower], [1.0, *upper]
-    else:
-        def model(v, steepness, midpoint):
-            return logistic(v, plateau, steepness, midpoint)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OptimizeWarning)
-            popt, _ = curve_fit(model, x, y, p0=p0, bounds=(lower, upper), maxfev=20_000)
-    except (RuntimeError, ValueError):
-        return None
-    popt = [float(v) for v in popt]
-    return tuple(popt) if plateau is None else (float(plateau), *popt)
-
-
-def crossing(popt, fraction: float) -> float:
-    """The I where the fitted curve reaches `fraction` of its plateau; NaN without a fit."""
-    if popt is None:
-        return math.nan
-    _, steepness, midpoint = popt
-    return float(math.exp(midpoint - math.log(1.0 / fraction - 1.0) / steepness))
+logistic, fit, crossing = stats.logistic, stats.fit_curve, stats.crossing
 
 
 def seed_thresholds(instructions, accuracy, seeds, fraction: float, plateau: float | None = None) -> dict:
@@ -83,11 +46,7 @@ def seed_thresholds(instructions, accuracy, seeds, fraction: float, plateau: flo
     return out
 
 
-def seed_interval(values, confidence: float) -> tuple[float, float, float]:
-    """Geometric mean of positive values and its Student t interval over them (NaN bounds below 2 values):
-    thresholds vary by factors, so the interval is taken on their logarithms."""
-    center, lo, hi = mean_interval(np.log([v for v in values if math.isfinite(v)]), confidence)
-    return tuple(float(np.exp(v)) for v in (center, lo, hi))
+seed_interval = stats.geometric_interval
 
 
 def estimate(instructions, accuracy, seeds, fraction: float = 0.5, confidence: float = 0.9) -> dict:
@@ -106,7 +65,57 @@ def estimate(instructions, accuracy, seeds, fraction: float = 0.5, confidence: f
             "fit": None if pooled is None else dict(zip(("plateau", "steepness", "midpoint_log_i"), pooled))}
 
 
-def _control(spec: str, x: str, metric: str, cfg) -> tuple[pd.DataFrame, dict] | None:
+def outcome_estimate(runs: pd.DataFrame, x: str, metric: str, seen: str | None, cut: float, confidence: float,
+                     values: list[int] | None = None, coverage_studies: int = 0, progress=None) -> dict:
+    """I_50 from the runs' outcomes (engine/stats.py): over the runs that learned their training rules, and
+    over all runs beside it; the runs and outcomes at each I, the transition's I and how many runs each has,
+    I_50 at other cuts (so the result can be seen not to hinge on the cut) and, given `coverage_studies`, the
+    interval's coverage in that many simulated studies of the same design and size."""
+    own = runs[seen] if seen and seen in runs else pd.Series(1.0, index=runs.index)
+    runs = runs.assign(generalized=stats.outcomes(runs[metric], own.fillna(0.0), cut))
+    seeds = runs["seed"] if "seed" in runs else pd.Series(0, index=runs.index)
+    runs = runs.assign(seed=seeds)
+    learned = runs["learned"].astype(bool)
+
+    def one(frame: pd.DataFrame) -> dict:
+        fit_ = stats.fit_i50(frame[x], frame["generalized"])
+        i50, lo, hi = stats.bootstrap_i50(frame[x], frame["generalized"], frame["seed"], confidence)
+        return {"i50": i50, "ci_low": lo, "ci_high": hi, "runs": int(len(frame)),
+                "slope": None if fit_ is None else fit_["slope"],
+                "separated": None if fit_ is None else fit_["separated"]}
+
+    gated, every = one(runs[learned]), one(runs)
+    table = runs.groupby(x).agg(runs=("generalized", "size"), generalized=("generalized", "sum"),
+                                untrained=("learned", lambda v: int((~v.astype(bool)).sum()))).reset_index()
+    out = {"threshold_instructions": gated["i50"], "ci_low": gated["ci_low"], "ci_high": gated["ci_high"],
+           "confidence": confidence, "slope": gated["slope"], "separated": gated["separated"],
+           "method": "binomial GLM of generalized on log I (statsmodels); interval: log I_50 +- t x its bootstrap "
+                     "standard error over seeds",
+           "outcome": f"generalized: {metric} >= {cut} x the run's own {seen or 'plateau (1.0)'}",
+           "cut": cut, "runs_fitted": gated["runs"], "all_runs": every,
+           "seeds": int(runs["seed"].nunique()),
+           "by_instructions": [{x: int(r[x]), "runs": int(r["runs"]), "generalized": int(r["generalized"]),
+                                "untrained": int(r["untrained"])} for r in table.to_dict("records")],
+           "cut_sensitivity": {str(c): stats.fit_i50(runs.loc[learned, x], stats.outcomes(
+               runs.loc[learned, metric], own[learned].fillna(0.0), c)) for c in (0.3, 0.7)}}
+    out["cut_sensitivity"] = {c: (None if f is None else f["i50"]) for c, f in out["cut_sensitivity"].items()}
+    i50, slope = gated["i50"], gated["slope"]
+    if math.isfinite(i50) and slope is not None:
+        ladder = values or sorted(int(v) for v in runs[x].unique())
+        inside = stats.transition(i50, slope, ladder)
+        counts = dict(zip(table[x].astype(int), table["runs"]))
+        out["transition"] = {str(i): int(counts.get(i, 0)) for i in inside}
+        out["transition_min_runs"] = min(out["transition"].values())
+        if math.isfinite(gated["ci_low"]) and gated["ci_low"] > 0:
+            out["width_ratio"] = gated["ci_high"] / gated["ci_low"]
+        if coverage_studies:
+            out["coverage"] = stats.coverage(coverage_studies, ladder, len(runs), i50,
+                                             min(slope, 12.0) if math.isfinite(slope) else 12.0, seed_sd=0.25,
+                                             confidence=confidence, n_boot=200, progress=progress)
+    return out
+
+
+def _control(spec: str, x: str, metric: str, cfg, seen: str | None = None) -> tuple[pd.DataFrame, dict] | None:
     """A control arm (RUNS.csv[:key=value]: e.g. the holdout experiment's runs with the unseen rules' strings
     held out), fitted as the study is; None while its file does not exist yet."""
     path, _, where = spec.partition(":")
@@ -123,9 +132,27 @@ def _control(spec: str, x: str, metric: str, cfg) -> tuple[pd.DataFrame, dict] |
     if used[x].nunique() < 3:
         return None
     est = estimate(used[x], used[metric], used["seed"], cfg.target, cfg.confidence)
+    if cfg.mode == "outcomes":  # fitted as the study is: from outcomes, the mean curve beside
+        est = {**outcome_estimate(runs, x, metric, seen, cfg.target, cfg.confidence), "curve": est,
+               "seeds_located": None}
     est.update(arm=where or path, metric=metric, runs=int(len(runs)), untrained_runs=int((~runs["learned"]).sum()),
                **{f"mean_{c}": round(float(used[c].mean()), 4) for c in runs if c.endswith("_in_train")})
     return runs, est
+
+
+def _versus(study: pd.DataFrame, control: pd.DataFrame, x: str, metric: str, seen: str | None, cut: float,
+            est: dict, c: dict, confidence: float) -> dict:
+    """The control against the study: paired on the runs both have (the same I and seed: the same draw of
+    rules and initial weights), and the ratio of their I_50 with its interval."""
+    def outcome_map(frame):
+        own = frame[seen].fillna(0.0) if seen and seen in frame else 1.0
+        g = stats.outcomes(frame[metric], own, cut)
+        return {(int(i), int(s)): bool(v) for i, s, v in zip(frame[x], frame["seed"], g)}
+
+    paired = stats.paired_outcomes(outcome_map(study), outcome_map(control))
+    ratio = stats.ratio_interval(*((e["threshold_instructions"], e["ci_low"], e["ci_high"]) for e in (est, c)),
+                                 confidence=confidence)
+    return {**paired, "i50_ratio": ratio[0], "ratio_low": ratio[1], "ratio_high": ratio[2]}
 
 
 def _sides(used: pd.DataFrame, x: str, metric: str, est: dict) -> dict | None:
@@ -154,7 +181,8 @@ def _summary(est: dict) -> dict:
     return out
 
 
-def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control: str | None = None) -> dict:
+def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control: str | None = None,
+        band: tuple[float, float] | None = None, coverage_studies: int = 200) -> dict:
     """The `estimate` stage: read the sweep's trials, fit, and write the threshold and, in `out_dir`, the
     points, the fitted curve and the figures (with a control arm beside the study, given `control`)."""
     cfg, task = params.sweep, params.task()
@@ -177,14 +205,37 @@ def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control:
                         f"({len(done) - len(used)} more did not learn their training instructions); a fit needs "
                         "3 values: raise train.max_steps or sweep.max_trials, then dvc repro sweep")
     seeds = used["seed"] if "seed" in used else pd.Series(0, index=used.index)
-    est = estimate(used[x], used[cfg.metric], seeds, cfg.target, cfg.confidence)
+    curve = estimate(used[x], used[cfg.metric], seeds, cfg.target, cfg.confidence)
     overlap = [c for c in done if c.endswith("_in_train")]
-    est.update(metric=cfg.metric, runs=int(len(done)), untrained_runs=int((~done["learned"]).sum()),
+    if cfg.mode == "outcomes":
+        from instdiv.engine.sweep.study import ladder_of
+
+        def shown(k: int) -> None:
+            if k % 50 == 0:
+                print(f"coverage of the interval: {k} of {coverage_studies} simulated studies", flush=True)
+
+        # the threshold from the runs' outcomes; the mean curve's per-seed estimate stays beside it
+        est = outcome_estimate(done, x, cfg.metric, task.seen_metric, cfg.target, cfg.confidence,
+                               ladder_of(params), coverage_studies=coverage_studies, progress=shown)
+        est["curve"] = curve
+        est["fit"], est["seeds_located"] = curve["fit"], None
+    else:
+        est = curve
+        est["outcomes"] = outcome_estimate(done, x, cfg.metric, task.seen_metric, cfg.target, cfg.confidence)
+    est.update(mode=cfg.mode, metric=cfg.metric, runs=int(len(done)), untrained_runs=int((~done["learned"]).sum()),
                **{f"mean_{c}": round(float(used[c].mean()), 4) for c in overlap})
     est["sides"] = _sides(used, x, cfg.metric, est)
-    arm = _control(control, x, cfg.metric, cfg) if control else None
+    if band:
+        est["paper_band"] = list(band)
+        lo_, hi_ = est.get("ci_low"), est.get("ci_high")
+        if lo_ is not None and hi_ is not None and math.isfinite(lo_) and math.isfinite(hi_):
+            est["paper_band_position"] = stats.band_position(lo_, hi_, band)
+    arm = _control(control, x, cfg.metric, cfg, task.seen_metric) if control else None
     if arm is not None:
         est["control"] = arm[1]
+        if cfg.mode == "outcomes":
+            est["control"]["versus_study"] = _versus(done, arm[0], x, cfg.metric, task.seen_metric, cfg.target,
+                                                     est, arm[1], cfg.confidence)
     threshold_path.parent.mkdir(parents=True, exist_ok=True)
     threshold_path.write_text(json.dumps(reports.json_safe(est), indent=2) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,8 +250,14 @@ def run(params, trials_path: Path, out_dir: Path, threshold_path: Path, control:
         fitted = logistic(np.log(grid), f["plateau"], f["steepness"], f["midpoint_log_i"])
         pd.DataFrame({x: grid.round(1), "fit": fitted.round(4)}).to_csv(out_dir / "fit.csv", index=False)
     pruned = trials[trials["state"] == "PRUNED"] if "state" in trials else trials.iloc[:0]
-    phase_diagram(done, est, cfg.metric, x, task.count_label, task.seen_metric, out_dir / "phase_diagram.png",
-                  pruned, arm)
+    if cfg.mode == "outcomes":
+        outcome_diagram(done, est, cfg.metric, x, task.count_label, task.seen_metric, out_dir / "phase_diagram.png",
+                        arm, band)
+    else:
+        phase_diagram(done, est, cfg.metric, x, task.count_label, task.seen_metric, out_dir / "phase_diagram.png",
+                      pruned, arm)
+    outcome_histogram(done, est if cfg.mode == "outcomes" else est["outcomes"], cfg.metric, x, task.seen_metric,
+                      out_dir / "outcomes.png")
     heatmap(used, cfg.metric, list(cfg.axes), x, task.count_label, out_dir / "heatmap.png")
     _log_to_study_run(params, est, [threshold_path, out_dir / "phase_diagram.png"])
     if threshold_path.parent.resolve() == (tracking_root() / "reports").resolve():
@@ -220,6 +277,7 @@ def _log_to_study_run(params, est: dict, files: list[Path]) -> None:
         return
     scores = {k: est[k] for k in ("threshold_instructions", "ci_low", "ci_high") if math.isfinite(est[k])}
     scores.update(runs=est["runs"], untrained_runs=est["untrained_runs"], seeds_located=est["seeds_located"])
+    scores = {k: v for k, v in scores.items() if v is not None}
     client = tracking.client(params.tracking)
     for key, value in scores.items():
         client.log_metric(run_id, f"estimate/{key}", value)
@@ -229,6 +287,8 @@ def _log_to_study_run(params, est: dict, files: list[Path]) -> None:
 
 def headline(est: dict) -> str:
     t = est["threshold_instructions"]
+    if est.get("mode") == "outcomes" or "all_runs" in est:
+        return _outcome_headline(est)
     runs = (f"{est['seeds']} seeds, {est['runs']} training runs"
             + (f", {est['untrained_runs']} of them untrained and left out" if est.get("untrained_runs") else ""))
     if t is None or not math.isfinite(t):
@@ -332,6 +392,127 @@ def heatmap(done: pd.DataFrame, metric: str, axes: list[str], x: str, x_label: s
     ax.set_ylabel(second.replace("_", " "))
     ax.set_title(metric.replace("_", " "))
     fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _outcome_headline(est: dict) -> str:
+    t, lo, hi = est["threshold_instructions"], est.get("ci_low"), est.get("ci_high")
+    runs = f"{est.get('runs', est.get('runs_fitted'))} runs"
+    if est.get("untrained_runs"):
+        runs += f", {est['untrained_runs']} untrained (all runs: " + _i50(est["all_runs"]) + ")"
+    if t is None or not math.isfinite(t):
+        return f"I_50: not located ({runs}): every run had the same outcome; widen sweep.instructions"
+    ci = f"{est['confidence']:.0%} interval {lo:.0f}-{hi:.0f}" if lo is not None and math.isfinite(lo) else \
+        "no interval (one seed)"
+    return f"I_50: {t:.0f} instructions ({ci}); half of the runs generalize there; {runs}"
+
+
+def _i50(part: dict) -> str:
+    if part.get("i50") is None or not math.isfinite(part["i50"]):
+        return "not located"
+    if part.get("ci_low") is None or not math.isfinite(part["ci_low"]):
+        return f"{part['i50']:.0f}"
+    return f"{part['i50']:.0f}, {part['ci_low']:.0f}-{part['ci_high']:.0f}"
+
+
+def _runs_by_seed(ax, runs: pd.DataFrame, x: str, metric: str, seen: str | None, cut: float) -> None:
+    """Each run as a dot coloured by its seed (hollow: it did not learn its training rules), spread a little
+    along x so that runs at one I do not hide each other."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("viridis")
+    top = max(1, int(runs["seed"].max())) if len(runs) else 1
+    for i, group in runs.groupby(x):
+        n = len(group)
+        offsets = np.exp((np.arange(n) - (n - 1) / 2) * 0.012)
+        for off, row in zip(offsets, group.sort_values("seed").to_dict("records")):
+            color = cmap(row["seed"] / top)
+            kw = {"color": color} if row["learned"] else {"facecolors": "none", "edgecolors": color}
+            ax.scatter(i * off, row[metric], s=16, alpha=0.85, zorder=3, **kw)
+
+
+def outcome_diagram(done: pd.DataFrame, est: dict, metric: str, x: str, x_label: str, seen: str | None,
+                    path: Path, control: tuple | None = None, band: tuple[float, float] | None = None) -> None:
+    """The phase diagram: every run coloured by seed, the share of runs that generalized at each I, the fitted
+    probability of generalizing with the band its I_50 interval spans, I_50, and the paper's band; the control
+    arm in a panel beside it, drawn the same way (points and its curve, no error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("study", done, est)] + ([("control: " + control[1]["arm"], control[0], control[1])] if control else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 2.4, 4.8), dpi=120, squeeze=False,
+                             sharey=True)
+    lo_x = min(float(p[1][x].min()) for p in panels) / 1.3
+    hi_x = max(float(p[1][x].max()) for p in panels) * 1.3
+    grid = np.geomspace(lo_x, hi_x, 300)
+    for ax, (title, runs, e) in zip(axes[0], panels):
+        runs = runs.copy()
+        runs["learned"] = runs["learned"].astype(bool) if "learned" in runs else True
+        runs["seed"] = runs["seed"] if "seed" in runs else 0
+        if band:
+            ax.axvspan(*band, color="0.85", zorder=0, label=f"paper: {band[0]:g}-{band[1]:g}")
+        _runs_by_seed(ax, runs, x, metric, seen, e.get("cut", 0.5))
+        shares = pd.DataFrame(e.get("by_instructions", []))
+        if len(shares):
+            share = shares["generalized"] / shares["runs"]
+            ax.scatter(shares[x], share, marker="D", s=34, color="black", zorder=4,
+                       label="share of runs that generalized")
+            for i, k, n in zip(shares[x], shares["generalized"], shares["runs"]):
+                ax.annotate(f"{k}/{n}", (i, -0.07), ha="center", fontsize=6.5, annotation_clip=False)
+        t, lo, hi = e.get("threshold_instructions"), e.get("ci_low"), e.get("ci_high")
+        slope = e.get("slope")
+        if t is not None and math.isfinite(t) and slope is not None:
+            ax.plot(grid, stats.probability_curve(t, slope, grid), color="tab:red", lw=1.5, zorder=4,
+                    label="fitted P(generalized)")
+            if lo is not None and math.isfinite(lo):
+                low_c, high_c = (stats.probability_curve(v, slope, grid) for v in (hi, lo))
+                ax.fill_between(grid, low_c, high_c, color="tab:red", alpha=0.15, zorder=1,
+                                label=f"I_50 {e['confidence']:.0%} interval {lo:.0f}-{hi:.0f}")
+            ax.axvline(t, color="tab:red", ls="--", lw=1, label=f"I_50 = {t:.0f}")
+        ax.set_xscale("log")
+        ax.set_xlim(lo_x, hi_x)
+        ax.set_ylim(-0.1, 1.03)
+        ax.set_xlabel(f"{x_label} (log scale)")
+        n_seeds = int(runs["seed"].nunique())
+        ax.set_title(f"{title}: {len(runs)} runs, {n_seeds} seeds, {int((~runs['learned']).sum())} untrained",
+                     fontsize=9)
+    axes[0][0].set_ylabel(f"{metric.replace('_', ' ')} (dots: runs, colour: seed) / probability")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], ls="", marker="o", mfc="none", mec="0.4"))
+    labels.append("hollow: did not learn its training rules")
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.suptitle(f"Generalization to unseen instructions: each run generalizes or not ({est.get('outcome', '')})",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.02, 1 - 2.4 / (6.2 * len(panels) + 2.4), 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def outcome_histogram(done: pd.DataFrame, est: dict, metric: str, x: str, seen: str | None, path: Path) -> None:
+    """Per-run unseen score as a share of the run's own seen score, a histogram per I: bimodal when runs
+    memorize or generalize; the cut that decides the outcome is drawn, so its choice can be judged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    own = done[seen].clip(lower=1e-9) if seen and seen in done else 1.0
+    ratio = (done[metric] / own).clip(0, 1.05)
+    values = sorted(done[x].unique())
+    fig, axes = plt.subplots(len(values), 1, figsize=(6.0, 0.9 + 0.7 * len(values)), dpi=120, sharex=True,
+                             squeeze=False)
+    bins = np.linspace(0, 1.05, 22)
+    for ax, i in zip(axes[:, 0], values):
+        ax.hist(ratio[done[x] == i], bins=bins, color="tab:blue")
+        ax.axvline(est.get("cut", 0.5), color="tab:red", lw=1)
+        ax.set_ylabel(f"{int(i)}", rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_yticks([])
+    axes[-1, 0].set_xlabel(f"{metric.replace('_', ' ')} / the run's own {seen or 'plateau'} (red: the cut)")
+    fig.suptitle("Runs per I (rows): memorize (left) or generalize (right)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -8,6 +8,7 @@ through the sweep (same Optuna storage, MLflow parent and nested runs) and write
 from __future__ import annotations
 
 import json
+import math
 import re
 import textwrap
 import types
@@ -23,7 +24,7 @@ from pydantic import Field
 from instdiv.config import PRESETS_DIR, Section, parse
 from instdiv.engine import findings as verdicts
 from instdiv.engine import reports
-from instdiv.engine import sweep
+from instdiv.engine import stats, sweep
 from instdiv.errors import ConfigError
 from instdiv.params import Params, params_from_dict, params_type
 
@@ -114,6 +115,10 @@ def declaration(name: str) -> ExperimentConfig:
     if not path.is_file():
         raise ConfigError(f"no experiment '{name}' ({path} not found); known: {', '.join(names()) or 'none'}")
     raw = _yaml(path)
+    for k, finding in enumerate(raw.get("findings") or [], 1):
+        if isinstance(finding, dict) and "margin" not in finding:
+            raise ConfigError(f"{path}: findings[{k}].margin is missing: declare the smallest difference that "
+                              "matters, from the paper's effect size (e.g. half of it), and say how in a comment")
     for key in ("scale", "weights"):
         if key in raw:
             raise ConfigError(f"{path}: {key} is a knob; set it in {EXPERIMENTS_DIR / KNOBS} ({name}.{key}), where "
@@ -407,60 +412,117 @@ def _ours(f: dict) -> str:
             f"{f['difference']:+.2f}{ci}, {_seeds(f['seeds'])}")
 
 
+def _all_runs(f: dict) -> str:
+    """The same contrast over every run, the untrained included (the finding's verdict rests on the trained)."""
+    a = f.get("all_runs")
+    if not a or a.get("difference") is None or a["difference"] != a["difference"]:
+        return "-"
+    if not f.get("untrained_runs"):
+        return "the same (every run learned)"
+    ci = f" ({a['ci_low']:+.2f} to {a['ci_high']:+.2f})" if a.get("ci_low") is not None and \
+        a["ci_low"] == a["ci_low"] else ""
+    return f"{a['difference']:+.2f}{ci}: {a['verdict']}"
+
+
+def _multiplicity(verdicts_: list[str]) -> str:
+    """How many of the verdicts would land on the wrong side by chance at the reports' confidence."""
+    n = len(verdicts_)
+    decided = sum(v in (verdicts.REPRODUCED, verdicts.DIFFERS) for v in verdicts_)
+    return (f"{n} verdicts ({decided} reproduced or differs), each from a 90% interval: about "
+            f"{stats.chance_flips(n, 0.9):.1f} of them would fall on the wrong side by chance alone if each claim "
+            "were exactly at its edge, so a single surprising verdict is weak evidence; findings on shared runs "
+            "are not independent (a duplicate cites the finding it repeats instead of counting twice).")
+
+
 def _seeds(n: int) -> str:
     return f"{n} seed" + ("" if n == 1 else "s")
 
 
 def _threshold_row() -> list[str]:
-    """The main sweep's threshold (reports/threshold.json, the estimate stage) beside the paper's."""
+    """The main sweep's threshold (reports/threshold.json, the estimate stage) beside the paper's band (which the
+    stage was given, --band), with its verdict."""
     path = REPORTS_DIR / "threshold.json"
     if not path.is_file():
         return []
     est = json.loads(path.read_text())
-    band = (300, 500)
+    if est.get("mode") != "outcomes":
+        return _curve_threshold_row(est)
+    band = tuple(est.get("paper_band") or ())
+    t, lo, hi = est.get("threshold_instructions"), est.get("ci_low"), est.get("ci_high")
+    every = est.get("all_runs") or {}
+    if t is None or lo is None:
+        ours = f"not located ({est.get('runs')} runs; every run the same outcome, or one seed)"
+    else:
+        transition = est.get("transition") or {}
+        ours = (f"I_50 {t:.0f} ({est['confidence']:.0%} interval {lo:.0f}-{hi:.0f}, high/low {hi / lo:.2f}) from "
+                f"{est['runs_fitted']} trained runs; all {est['runs']} runs: "
+                + (f"{every['i50']:.0f} ({every['ci_low']:.0f}-{every['ci_high']:.0f})"
+                   if every.get("ci_low") is not None else "not located")
+                + f"; {est['seeds']} seeds, {est['untrained_runs']} untrained; runs at each I of the transition: "
+                + ", ".join(f"{k}: {v}" for k, v in transition.items()))
+        cov = est.get("coverage")
+        if cov:
+            ours += (f"; the interval covered the true I_50 in {cov['coverage']:.0%} of {cov['studies']} simulated "
+                     "studies of this design")
+    unseen = est.get("mean_unseen_patterns_in_train")
+    if unseen is not None:
+        ours += f"; {unseen:.1%} of unseen patterns occur in training"
+    if band and lo is not None:
+        verdict = verdicts.band_verdict(lo, hi, band)
+        where = est.get("paper_band_position") or verdicts.band_position(lo, hi, band)
+        why = {"inside": f"our interval {lo:.0f}-{hi:.0f} lies inside the paper's {band[0]:g}-{band[1]:g}",
+               "containing": f"our interval {lo:.0f}-{hi:.0f} is wider than the paper's whole band "
+                             f"{band[0]:g}-{band[1]:g}: it cannot tell",
+               "overlapping": f"our interval {lo:.0f}-{hi:.0f} overlaps the paper's {band[0]:g}-{band[1]:g} only in "
+                              "part: neither inside nor apart",
+               "below": f"our interval {lo:.0f}-{hi:.0f} lies below the paper's {band[0]:g}-{band[1]:g}",
+               "above": f"our interval {lo:.0f}-{hi:.0f} lies above the paper's {band[0]:g}-{band[1]:g}"}[where]
+    else:
+        verdict, why = verdicts.UNTESTABLE, "no interval" if band else "no published band given (--band)"
+    paper = f"sharp transition at about {band[0]:g}-{band[1]:g} rules" if band else "-"
+    rows = [f"| Generalization to unseen rules appears at a threshold number of rules: I_50, where half the runs "
+            f"generalize (`dvc repro`, [figure](sweep/phase_diagram.png), [outcomes](sweep/outcomes.png)) | {ours} | "
+            f"{paper} | {verdict} | {why}; at this scale and recipe (params.yaml: train) |"]
+    c = est.get("control")
+    if c and c.get("versus_study"):
+        v = c["versus_study"]
+        ratio = (f"I_50 ratio control/study {v['i50_ratio']:.2f} ({c['confidence']:.0%} interval "
+                 f"{v['ratio_low']:.2f}-{v['ratio_high']:.2f})") if v.get("ratio_low") is not None else \
+            "I_50 ratio: not located in both arms"
+        factor = 1.5
+        verdict = verdicts.ratio_verdict(v.get("ratio_low") or math.nan, v.get("ratio_high") or math.nan, factor)
+        rows.append(f"| The threshold is about new rules, not new pairings of seen strings (control: {c['arm']}, "
+                    f"[figure](sweep/phase_diagram.png)) | {ratio}; paired on {v['pairs']} runs with the same I and "
+                    f"seed: {v['first_only']} generalized in the study only, {v['second_only']} in the control only "
+                    f"(exact McNemar p = {v['p_value']:.2f}); control: {c['runs']} runs, {c['seeds']} seeds | the "
+                    f"paper's unseen strings are never seen in training | {verdict} | alike when the ratio's whole "
+                    f"interval lies within {1 / factor:.2f}-{factor:.2f} (the paper's band is 1.67 wide) |")
+    return rows
+
+
+def _curve_threshold_row(est: dict) -> list[str]:
+    """The older estimate (sweep.mode: threshold): the mean curve's crossing, one fit per seed."""
+    band = tuple(est.get("paper_band") or (300, 500))
     t = est.get("threshold_instructions")
     if t is None or est.get("ci_low") is None:
         ours = f"not located ({est.get('seeds_located', 0)} of {est.get('seeds')} seeds)"
+        lo = hi = math.nan
     else:
-        ours = (f"{t:.0f} ({est['confidence']:.0%} interval {est['ci_low']:.0f}-{est['ci_high']:.0f}), "
+        lo, hi = est["ci_low"], est["ci_high"]
+        ours = (f"{t:.0f} ({est['confidence']:.0%} interval {lo:.0f}-{hi:.0f}), "
                 f"{est['seeds_located']} of {est['seeds']} seeds locate it, {est['runs']} runs, "
                 f"{est['untrained_runs']} untrained")
-    unseen = est.get("mean_unseen_patterns_in_train")
-    if unseen is not None:
-        ours += f"; {unseen:.0%} of unseen patterns occur in training"
-    v = verdicts.threshold_verdict(est, band, "26 letters, strings of 3 and inputs of 10 (paper: 20 and 50); "
-                                              "N = 50,000 (paper 10^6); a 4-layer d64 GPT")
-    rows = [f"| Generalization to unseen rules appears at a threshold number of rules (`dvc repro`, "
-            f"[figure](sweep/phase_diagram.png)) | {ours} | sharp transition at about {band[0]}-{band[1]} rules "
-            f"| {v['verdict']} | {v['why']} |"]
-    sides, plateau = est.get("sides"), (est.get("fit") or {}).get("plateau")
-    if sides and plateau:
-        # "never" below, "always" above: every run under a tenth of the plateau below, over 0.8 of it above
-        holds = sides["below_max"] < 0.1 * plateau and sides["above_min"] > 0.8 * plateau
-        rows.append(f"| Below the threshold no generalization, well above it nearly the plateau | "
-                    f"{sides['below_max']:.3f} at most at I = {', '.join(map(str, sides['below_instructions']))}; "
-                    f"{sides['above_min']:.3f} at least at I = {', '.join(map(str, sides['above_instructions']))} "
-                    f"(every seed) | fewer than ~300 rules never generalize, 1,000 or more always do | "
-                    f"{verdicts.REPRODUCED if holds else verdicts.DIFFERS} | "
-                    f"{'' if holds else 'not every run: '}below: under a tenth of the plateau ({plateau:.2f}), "
-                    "above: over 0.8 of it |")
-    c = est.get("control")
-    if c and t is not None and c.get("threshold_instructions") is not None and c.get("ci_low") is not None:
-        apart = c["ci_high"] < est["ci_low"] or c["ci_low"] > est["ci_high"]
-        rows.append(f"| The threshold is about new rules, not new pairings of seen strings (control: {c['arm']}, "
-                    f"[figure](sweep/phase_diagram.png)) | {c['threshold_instructions']:.0f} ({c['confidence']:.0%} "
-                    f"interval {c['ci_low']:.0f}-{c['ci_high']:.0f}) with the unseen rules' strings held out, "
-                    f"{c['seeds_located']} of {c['seeds']} seeds locate it, {c['runs']} runs, {c['untrained_runs']} "
-                    f"untrained | the paper's unseen "
-                    f"strings are never seen in training | {verdicts.DIFFERS if apart else verdicts.REPRODUCED} | "
-                    + ("the intervals do not overlap" if apart else "the intervals overlap") + " |")
-    return rows
+    verdict = verdicts.band_verdict(lo, hi, band)
+    return [f"| Generalization to unseen rules appears at a threshold number of rules (`dvc repro`, "
+            f"[figure](sweep/phase_diagram.png)) | {ours} | sharp transition at about {band[0]:g}-{band[1]:g} rules "
+            f"| {verdict} | the mean curve's crossing, one fit per seed |"]
 
 
 def write_index() -> None:
     """reports/index.md: one table of findings (ours with its interval over seeds, the paper's, the verdict and
     why), then every experiment that has a report: its figure, the paper's finding and its points."""
     rows = _threshold_row()
+    judged = [r.split(" | ")[-2] for r in rows]
     sections = []
     for name in names():
         out = REPORTS_DIR / name
@@ -468,9 +530,16 @@ def write_index() -> None:
             continue
         exp = declaration(name)
         metrics = reports.read(out)
-        for f in metrics.get("findings", []):
-            rows.append(f"| {f['claim']} ([{name}]({name}/figure.png)) | {_ours(f)} | {f['paper']} | {f['verdict']} "
-                        f"| {f['why']} |")
+        for k, (f, declared) in enumerate(zip(metrics.get("findings", []), exp.findings), 1):
+            where = f"[{name}]({name}/figure.png)"
+            if declared.same_as:  # the same runs as another finding: cited, not judged (or counted) again
+                other, _, n = declared.same_as.partition(":")
+                rows.append(f"| {f['claim']} ({where}) | the runs of {other}'s finding {n} | | {f['paper']} | "
+                            f"{declared.margin} | (see {other} {n}) | the same runs, judged once there |")
+                continue
+            judged.append(f["verdict"])
+            rows.append(f"| {f['claim']} ({where}) | {_ours(f)} | {_all_runs(f)} | {f['paper']} | "
+                        f"{f.get('margin', declared.margin)} | {f['verdict']} | {f['why']} |")
         untrained = metrics.get("untrained")
         sections += [f"## {exp.title}", "", f"`dvc repro {stage(name)}`: "
                      f"{metrics['trials']} training runs"
@@ -488,6 +557,8 @@ def write_index() -> None:
     lines = ["# Results", "", "Generated by `instdiv estimate` and `instdiv experiment`. A run counts only when its "
              "model learned its training rules (seen accuracy >= evaluate.learned_at); intervals come from the "
              "seeds (Student t over per-seed values).", "",
-             "| finding | ours | paper | verdict | why |", "|---|---|---|---|---|", *rows, "", *sections]
+             f"{_multiplicity(judged)}", "",
+             "| finding | ours (runs that learned their rules) | all runs | paper | margin | verdict | why |",
+             "|---|---|---|---|---|---|---|", *rows, "", *sections]
     (REPORTS_DIR / "index.md").write_text("\n".join(lines))
     reports.gather(REPORTS_DIR)

@@ -14,12 +14,19 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from instdiv.config import Section
+from instdiv.engine import stats
 from instdiv.engine.sweep.study import at
 
-REPRODUCED, DIFFERS, UNTESTABLE = "reproduced", "differs", "not testable at this scale"
+from instdiv.engine.stats import (  # noqa: F401  (the verdict words and judges, for the reports)
+    DIFFERS,
+    REPRODUCED,
+    UNTESTABLE,
+    band_position,
+    band_verdict,
+    ratio_verdict,
+)
 
 
 class Finding(Section):
@@ -30,8 +37,11 @@ class Finding(Section):
     higher: dict = {}  # axis values of the points that should score higher (e.g. {noop_share: 0.0})
     lower: dict = {}  # ... and of those they are compared with
     expect: Literal["higher", "similar"] = "higher"
-    margin: float = 0.1  # the smallest difference that matters: `similar` wants the whole interval within
-    # +- margin (wholly outside: differs); `higher` differs when the interval's top is below it
+    # The smallest difference that matters, declared from the paper's effect size (say how in a comment):
+    # `similar` wants the whole interval within +- margin (wholly outside: differs); `higher` differs when the
+    # interval's top is below it.
+    margin: float
+    same_as: str | None = None  # "<experiment>:<n>": the same runs as that finding, which is judged; this one cites it
     note: str = ""  # what differs from the paper's setting, shown as part of "why"
 
 
@@ -47,71 +57,60 @@ def judge_runs(task, runs: pd.DataFrame, bar: float) -> pd.Series:
     return pd.Series(out, index=runs.index, dtype=bool)
 
 
-def seed_interval(values, confidence: float) -> tuple[float, float, float]:
-    """Mean of per-seed values and its Student t interval (NaN bounds below two seeds)."""
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
-    if not len(v):
-        return math.nan, math.nan, math.nan
-    if len(v) < 2:
-        return float(v.mean()), math.nan, math.nan
-    half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+seed_interval = stats.mean_interval
+
+
+def _contrast(finding: Finding, runs: pd.DataFrame, metric: str, confidence: float) -> dict:
+    """The finding's difference over seeds in `runs`: each seed's mean on the higher side minus its mean on the
+    lower side, their mean and Student t interval, the smallest difference this spread could detect, and the
+    verdict against the finding's margin."""
+    high = runs[at(runs, finding.higher)].groupby("seed")[metric].mean()
+    low = runs[at(runs, finding.lower)].groupby("seed")[metric].mean()
+    seeds = sorted(set(high.index) & set(low.index))
+    diffs = [high[s] - low[s] for s in seeds]
+    mean, lo, hi = stats.mean_interval(diffs, confidence)
+    verdict, opening = stats.contrast_verdict(mean, lo, hi, finding.margin, finding.expect)
+    return {"seeds": len(seeds), "difference": mean, "ci_low": lo, "ci_high": hi,
+            "detectable": stats.detectable(diffs, confidence), "verdict": verdict, "opening": opening,
+            "higher_mean": float(high[seeds].mean()) if seeds else math.nan,
+            "lower_mean": float(low[seeds].mean()) if seeds else math.nan}
 
 
 def evaluate(finding: Finding, runs: pd.DataFrame, metric: str, confidence: float = 0.9) -> dict:
-    """The finding against `runs` (every completed run, `learned` and `seed` columns)."""
-    trained = runs[runs["learned"].astype(bool)] if "learned" in runs else runs
-    high = trained[at(trained, finding.higher)].groupby("seed")[metric].mean()
-    low = trained[at(trained, finding.lower)].groupby("seed")[metric].mean()
-    seeds = sorted(set(high.index) & set(low.index))
-    diffs = [high[s] - low[s] for s in seeds]
-    mean, lo, hi = seed_interval(diffs, confidence)
+    """The finding against `runs` (every completed run, `learned` and `seed` columns): judged on the runs that
+    learned their training rules, with the same contrast over all runs beside it (and said when the two
+    disagree, so no finding rests silently on the runs it left out)."""
+    learned = runs["learned"].astype(bool) if "learned" in runs else pd.Series(True, index=runs.index)
+    gated, every = _contrast(finding, runs[learned], metric, confidence), _contrast(finding, runs, metric, confidence)
     sides = runs[at(runs, finding.higher) | at(runs, finding.lower)]
-    untrained = int((~sides["learned"].astype(bool)).sum()) if "learned" in sides else 0
-    result = {"claim": finding.claim, "paper": finding.paper, "metric": metric, "seeds": len(seeds),
-              "difference": mean, "ci_low": lo, "ci_high": hi, "confidence": confidence,
-              "runs": int(len(sides)), "untrained_runs": untrained,
-              "higher_mean": float(high[seeds].mean()) if seeds else math.nan,
-              "lower_mean": float(low[seeds].mean()) if seeds else math.nan}
-    if len(seeds) < 2 or not math.isfinite(lo):
+    untrained = int((~learned[sides.index]).sum())
+    result = {"claim": finding.claim, "paper": finding.paper, "metric": metric, "margin": finding.margin,
+              "expect": finding.expect, "confidence": confidence, "runs": int(len(sides)),
+              "untrained_runs": untrained, **{k: v for k, v in gated.items() if k != "opening"},
+              "all_runs": {k: every[k] for k in ("seeds", "difference", "ci_low", "ci_high", "verdict")}}
+    if gated["seeds"] < 2 or not math.isfinite(gated["ci_low"]):
         result["verdict"] = UNTESTABLE
-        result["why"] = (f"{len(seeds)} seed(s) with trained runs on both sides ({untrained} of {len(sides)} runs "
-                         "untrained)")
-    elif finding.expect == "higher":
-        # Shown when the interval lies above zero; contradicted when it rules out a gain of `margin` or more
-        # (no difference, or the opposite); otherwise the seeds disagree too much to tell, which is not
-        # evidence against the paper (3 seeds of +0.9, +0.9 and -0.2 say neither).
-        shown, ruled_out = lo > 0, hi < finding.margin
-        result["verdict"] = REPRODUCED if shown else DIFFERS if ruled_out else UNTESTABLE
-        result["why"] = ("" if shown else "the opposite: lower, " if hi < 0 else
-                         f"no difference of {finding.margin} or more: " if ruled_out else
-                         "the seeds disagree, neither shown nor ruled out: ") + \
-            f"difference {mean:+.2f} ({confidence:.0%} interval {lo:+.2f} to {hi:+.2f}) over {len(seeds)} seeds"
+        result["why"] = (f"{gated['seeds']} seed(s) with trained runs on both sides ({untrained} of {len(sides)} "
+                         "runs untrained)")
     else:
-        # An equivalence test: similar when the whole interval lies within +-margin, different when it lies
-        # wholly outside, and neither shown when it straddles the margin (too few seeds for this spread).
-        similar = -finding.margin < lo and hi < finding.margin
-        apart = lo >= finding.margin or hi <= -finding.margin
-        result["verdict"] = REPRODUCED if similar else DIFFERS if apart else UNTESTABLE
-        result["why"] = ("" if similar else f"beyond +-{finding.margin}: " if apart else
-                         f"the interval straddles +-{finding.margin}, neither similar nor different shown: ") + \
-            f"difference {mean:+.2f} ({confidence:.0%} interval {lo:+.2f} to {hi:+.2f}) over {len(seeds)} seeds"
+        result["why"] = gated["opening"] + (
+            f"difference {gated['difference']:+.2f} ({confidence:.0%} interval {gated['ci_low']:+.2f} to "
+            f"{gated['ci_high']:+.2f}) over {gated['seeds']} seeds; margin {finding.margin}, smallest detectable "
+            f"{gated['detectable']:.2f}")
+    if untrained and every["verdict"] != result["verdict"]:
+        shown = (f"{every['difference']:+.2f} ({every['ci_low']:+.2f} to {every['ci_high']:+.2f})"
+                 if math.isfinite(every["ci_low"]) else "no interval")
+        result["why"] += (f"; with all {len(sides)} runs, the {untrained} untrained included: {every['verdict']}, "
+                          f"{shown}: the verdict rests on the trained runs")
     if finding.note:
         result["why"] = f"{result['why']}; {finding.note}" if result["why"] else finding.note
     return result
 
 
 def threshold_verdict(est: dict, paper_band: tuple[float, float], note: str = "") -> dict:
-    """The threshold's interval against the paper's range: reproduced when they overlap."""
-    t, lo, hi = est.get("threshold_instructions"), est.get("ci_low"), est.get("ci_high")
-    ok = lambda v: v is not None and math.isfinite(v)  # noqa: E731
-    if not ok(t) or not ok(lo):
-        verdict, why = UNTESTABLE, f"{est.get('seeds_located', 0)} seed(s) located a threshold"
-    elif hi < paper_band[0] or lo > paper_band[1]:
-        side = "below" if hi < paper_band[0] else "above"
-        verdict, why = DIFFERS, f"the interval {lo:.0f}-{hi:.0f} lies {side} the paper's {paper_band[0]}-{paper_band[1]}"
-    else:
-        verdict, why = REPRODUCED, ""
-    if note:
-        why = f"{why}; {note}" if why else note
-    return {"verdict": verdict, "why": why}
+    """The threshold's interval against the paper's range: reproduced only inside it (stats.band_verdict)."""
+    lo, hi = est.get("ci_low"), est.get("ci_high")
+    lo, hi = (math.nan if v is None else v for v in (lo, hi))
+    verdict = stats.band_verdict(lo, hi, paper_band)
+    why = "" if not math.isfinite(lo) else f"our interval {lo:.0f}-{hi:.0f} is {stats.band_position(lo, hi, paper_band)}"
+    return {"verdict": verdict, "why": f"{why}; {note}" if note and why else note or why}

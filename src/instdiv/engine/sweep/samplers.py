@@ -15,6 +15,8 @@ import math
 import optuna
 from optuna.trial import TrialState
 
+from instdiv.engine.stats import next_instructions, outcomes
+
 
 def propose(measured: dict[int, float], pending: set[int], lo: int, hi: int, target: float | None,
             min_gap: float = 1.1) -> int | None:
@@ -114,3 +116,46 @@ class ThresholdSampler(optuna.samplers.BaseSampler):
         for seed in self.seeds[1:]:
             study.enqueue_trial({self.axis: choice, **self.fixed, "seed": seed})
         return choice
+
+
+def outcome_runs(study: optuna.Study, axis: str, metric: str, seen: str | None, cut: float,
+                 exclude: int | None = None) -> list[tuple[int, bool | None]]:
+    """(I, generalized) of every run so far, None for those still training or waiting; failed ones left out
+    (their retry stands in for them)."""
+    runs = []
+    for t in study.get_trials(deepcopy=False):
+        i = t.params.get(axis)
+        if i is None or t.number == exclude or t.state == TrialState.FAIL:
+            continue
+        if t.state == TrialState.COMPLETE and metric in t.user_attrs:
+            own = t.user_attrs.get(seen, 1.0) if seen else 1.0
+            runs.append((i, bool(outcomes([t.user_attrs[metric]], [own], cut)[0])))
+        else:
+            runs.append((i, None))
+    return runs
+
+
+class OutcomeSampler(optuna.samplers.BaseSampler):
+    """Outcomes mode: each new run's I is where it informs I_50 most (`stats.next_instructions` on the outcomes
+    so far), and its seed the smallest one not yet used at that I, so the runs at an I are seeds 0, 1, 2, ...
+    (a retried trial keeps its own)."""
+
+    def __init__(self, values: list[int], cut: float, metric: str, seen: str | None, axis: str):
+        self.values, self.cut, self.metric, self.seen, self.axis = values, cut, metric, seen, axis
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name == self.axis:
+            runs = outcome_runs(study, self.axis, self.metric, self.seen, self.cut, exclude=trial.number)
+            return next_instructions(runs, self.values)
+        if param_name == "seed":
+            i = trial.params[self.axis]
+            used = {t.params.get("seed") for t in study.get_trials(deepcopy=False)
+                    if t.params.get(self.axis) == i and t.state != TrialState.FAIL and t.number != trial.number}
+            return next(s for s in range(len(used) + 1) if s not in used)
+        return param_distribution.choices[0]  # one value for every other axis

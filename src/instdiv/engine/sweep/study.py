@@ -22,7 +22,7 @@ import pandas as pd
 
 from instdiv.config import Section
 from instdiv.engine import tracking
-from instdiv.engine.sweep.samplers import GridQueueSampler, ThresholdSampler
+from instdiv.engine.sweep.samplers import GridQueueSampler, OutcomeSampler, ThresholdSampler
 from instdiv.errors import ConfigError
 
 # Heartbeats, stale-trial failing and the retry callback are marked experimental; they are the mechanism.
@@ -56,8 +56,14 @@ def study_name(params) -> str:
     """The configured name plus a hash of every setting a trial depends on, so changed settings start a
     new study while an interrupted sweep with the same settings resumes its own."""
     s = params.sweep
-    key = {"sweep": {k: v for k, v in _settings(s).items()
-                     if k not in ("storage", "workers", "bootstrap", "confidence", "study")},
+    # In outcomes mode the budget only says how far to go (raising it resumes the study) and seeds are assigned
+    # run by run, so neither names the study.
+    ignored = ("storage", "workers", "bootstrap", "confidence", "study") + \
+        (("max_trials", "seeds") if s.mode == "outcomes" else ())
+    settings = _settings(s)
+    if s.mode == "grid":  # a grid runs every point whatever the budget: named at the budget's old default
+        settings["max_trials"] = 12
+    key = {"sweep": {k: v for k, v in settings.items() if k not in ignored},
            **{name: _settings(getattr(params, name)) for name in params.task().sections},
            "model": _settings(params.model),
            "train": {k: v for k, v in _settings(params.train).items() if k not in params.train.PLACEMENT}}
@@ -90,6 +96,13 @@ def at(frame: pd.DataFrame, point: dict) -> pd.Series:
         else:
             keep &= frame[key].astype(str) == str(encode(value))
     return keep
+
+
+def ladder_of(params) -> list[int]:
+    """Outcomes mode's values of I: sweep.instructions [min, max], sweep.ladder_ratio apart at most."""
+    from instdiv.engine.stats import ladder
+
+    return ladder(min(params.sweep.instructions), max(params.sweep.instructions), params.sweep.ladder_ratio)
 
 
 def axis_names(params) -> list[str]:
@@ -187,9 +200,14 @@ def open_study(params) -> optuna.Study:
     storage = open_storage(params)
     name = study_name(params)
     fixed = {key: encode(values[0]) for key, values in s.axes.items()}
-    sampler = ThresholdSampler(min(s.instructions), max(s.instructions), s.target, s.metric,
-                               params.task().count_axis, s.seeds, fixed) if s.mode == "threshold" \
-        else GridQueueSampler()
+    task = params.task()
+    if s.mode == "threshold":
+        sampler = ThresholdSampler(min(s.instructions), max(s.instructions), s.target, s.metric, task.count_axis,
+                                   s.seeds, fixed)
+    elif s.mode == "outcomes":
+        sampler = OutcomeSampler(ladder_of(params), s.target, s.metric, task.seen_metric, task.count_axis)
+    else:
+        sampler = GridQueueSampler()
     # Loaded first: a create attempt on an existing study appends a record to a journal file, so every resume
     # would change the committed journal without changing the study.
     if name in optuna.get_all_study_names(storage):

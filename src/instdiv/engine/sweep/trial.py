@@ -42,6 +42,9 @@ def check(params) -> None:
     task = params.task()
     if s.mode == "grid":
         points = grid_points(params)
+    elif s.mode == "outcomes":
+        base = {"seed": 0, **{key: encode(values[0]) for key, values in s.axes.items()}}
+        points = [{**base, task.count_axis: i} for i in (min(s.instructions), max(s.instructions))]
     else:
         base = {"seed": s.seeds[0], **{key: encode(values[0]) for key, values in s.axes.items()}}
         points = [{**base, task.count_axis: i} for i in s.instructions]
@@ -61,7 +64,9 @@ def objective(trial: optuna.Trial, params) -> float:
                                                 log=True)}
     for key, values in s.axes.items():
         point[key] = trial.suggest_categorical(key, [encode(v) for v in values])
-    point["seed"] = trial.suggest_categorical("seed", s.seeds)
+    # outcomes mode gives each run the next unused seed at its I; the others train each point with sweep.seeds
+    point["seed"] = trial.suggest_int("seed", 0, 100_000) if s.mode == "outcomes" else \
+        trial.suggest_categorical("seed", s.seeds)
     p = trial_params(params, point)
     start = time.time()
 
