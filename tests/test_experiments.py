@@ -375,3 +375,43 @@ def test_an_unknown_scale_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "experiments/noop.yaml").write_text("title: t\nscale: paper\n")
     with pytest.raises(ConfigError, match="scale is a knob; set it in experiments/params.yaml"):
         experiments.load("noop")
+
+
+def test_a_recipe_experiment_measures_i50_per_setting_against_the_reference(tiny, in_tmp, monkeypatch):
+    """One outcomes study per recipe value; a setting whose runs generalize at fewer rules 'moves' against the
+    reference estimate; a value equal to the reference's own is refused before any training."""
+    import math
+
+    from instdiv.engine.sweep import workers
+
+    def objective(trial, params):  # I_50 200 with warmup 0.1, 50 with 0.4; seeds spread it a little
+        s = params.sweep
+        i = trial.suggest_int("n_instructions", min(s.instructions), max(s.instructions), log=True)
+        seed = trial.suggest_int("seed", 0, 100_000)
+        i50 = 50.0 if params.train.warmup_frac == 0.4 else 200.0
+        acc = 0.95 if math.log(i) >= math.log(i50) + 0.2 * ((seed % 3) - 1) else 0.0
+        for key, value in (("unseen_op_accuracy", acc), ("seen_op_accuracy", 0.99), ("learned", True),
+                           ("fit_seconds", 1.0)):
+            trial.set_user_attr(key, value)
+        return acc
+
+    monkeypatch.setattr(workers, "objective", objective)
+    tiny["sweep"].update(total_examples=2048)
+    write_params(in_tmp / "params.yaml", tiny)
+    declare(in_tmp, "rec", title="Recipe", recipe={"train.warmup_frac": [0.4]},
+            params={"sweep": {"mode": "outcomes", "instructions": [16, 1024], "max_trials": 16}})
+    (in_tmp / "reports").mkdir()
+    (in_tmp / "reports/threshold.json").write_text(json.dumps(
+        {"mode": "outcomes", "threshold_instructions": 200.0, "ci_low": 160.0, "ci_high": 250.0, "runs": 40,
+         "runs_fitted": 40, "seeds": 10, "confidence": 0.9, "untrained_runs": 0, "all_runs": {"i50": 200.0}}))
+    result = experiments.run("rec")
+    (row,) = [p for p in result["points"] if p["axis"] == "train.warmup_frac"]
+    assert row["runs"] == 16 and row["i50"] == pytest.approx(50, rel=0.35) and row["verdict"] == "moves"
+    assert row["ratio_high"] < 1
+    assert result["recipe"][0]["why"] == "moves at 0.4"
+    assert (in_tmp / "reports/rec/figure.png").stat().st_size > 5_000
+    assert "train.warmup_frac = 0.4 | 16 | 0 |" in (in_tmp / "reports/index.md").read_text()
+    declare(in_tmp, "rec", title="Recipe", recipe={"train.warmup_frac": [0.1]},
+            params={"sweep": {"mode": "outcomes", "instructions": [16, 1024], "max_trials": 16}})
+    with pytest.raises(ConfigError, match=r"recipe.train.warmup_frac: 0.1 is the reference recipe's own value"):
+        experiments.run("rec")

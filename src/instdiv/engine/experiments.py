@@ -61,6 +61,11 @@ class ExperimentConfig(Section):
     # The paper's claims this experiment tests, each a contrast between two sets of its points, judged over
     # seeds (instdiv/engine/findings.py); reports/index.md lists them with their verdicts.
     findings: list[verdicts.Finding] = Field(default_factory=list)
+    # A recipe experiment (engine/recipe.py): recipe keys (section.key) and the values to try, one axis at a
+    # time around params.yaml's recipe, each value an outcomes-mode study of its own; I_50 "moves" when its
+    # ratio to the reference's excludes 1, and is "the same" within x recipe_factor.
+    recipe: dict[str, list] = Field(default_factory=dict)
+    recipe_factor: float = 1.5
 
     def check(self) -> None:
         if not self.title:
@@ -84,6 +89,8 @@ def stage(name: str) -> str:
     depend on a base), as experiments/dvc.yaml's foreach lists declare it."""
     path = EXPERIMENTS_DIR / "dvc.yaml"
     for key, decl in ((_yaml(path).get("stages") or {}) if path.is_file() else {}).items():
+        if key == name:
+            return f"experiments/dvc.yaml:{key}"
         if isinstance(decl, dict) and name in (decl.get("foreach") or []):
             return f"experiments/dvc.yaml:{key}@{name}"
     return f"experiments/dvc.yaml:experiment@{name}"
@@ -176,7 +183,10 @@ def load(name: str, params_path: str | Path = "params.yaml") -> tuple[Experiment
                 if exp.scale == "laptop" and str(sweep.encode(value)) not in map(str, _values(params, key)):
                     raise ConfigError(f"{path}: findings[{k}].{side}.{key}={value} is not among the sweep's values "
                                       f"{_values(params, key)}")
-    if params.sweep.mode != "grid":
+    if exp.recipe and params.sweep.mode != "outcomes":
+        raise ConfigError(f"{path}: a recipe experiment places each setting's runs by their outcomes; set "
+                          "params.sweep.mode: outcomes")
+    if not exp.recipe and params.sweep.mode != "grid":
         raise ConfigError(f"{path}: experiments run grid sweeps; set params.sweep.mode: grid")
     if exp.paper_table:
         ours = _values(params, exp.x)
@@ -222,8 +232,14 @@ def label(task, axis: str, value) -> str:
 def run(name: str, params_path: str | Path = "params.yaml") -> dict:
     """Run the experiment's sweep (resuming it if interrupted) and write reports/<name>/."""
     exp, params = load(name, params_path)
-    sweep.check(params)
     out = REPORTS_DIR / name
+    if exp.recipe:
+        from instdiv.engine import recipe
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "params.yaml").write_text(yaml.safe_dump(params.dump(), sort_keys=False))
+        return recipe.run(name, exp, params, out)
+    sweep.check(params)
     out.mkdir(parents=True, exist_ok=True)
     # The exact settings, as a record of what ran.
     (out / "params.yaml").write_text(yaml.safe_dump(params.dump(), sort_keys=False))
@@ -424,6 +440,26 @@ def _all_runs(f: dict) -> str:
     return f"{a['difference']:+.2f}{ci}: {a['verdict']}"
 
 
+def _recipe_section(name: str, exp: ExperimentConfig, metrics: dict) -> list[str]:
+    """A recipe experiment: each setting's I_50 beside the reference's, and per axis whether it moves (a
+    question of this suite's, not the paper's: no verdict against the paper, none counted among them)."""
+    lines = [f"## {exp.title}", "", f"`dvc repro {stage(name)}`: {metrics['trials']} training runs "
+             f"({metrics['untrained']} untrained), {metrics['settings_measured']} of {metrics['settings']} settings "
+             f"measured, {metrics['training_minutes']} minutes of training.", "", f"![{name}]({name}/figure.png)", "",
+             f"{' '.join(exp.paper.split())}", "", "| recipe | runs | untrained | I_50 (90% interval) | all runs | "
+             "against the reference | |", "|---|---|---|---|---|---|---|"]
+    for p in metrics.get("points", []):
+        i50 = "not located" if p.get("i50") is None else (
+            f"{p['i50']:.0f}" + (f" ({p['ci_low']:.0f}-{p['ci_high']:.0f})" if p.get("ci_low") is not None else ""))
+        every = "-" if p.get("all_runs_i50") is None else f"{p['all_runs_i50']:.0f}"
+        lines.append(f"| {p['axis']} = {p['value']} | {p['runs']} | {p['untrained']} | {i50} | {every} | "
+                     f"{p['verdict']} | {p['why']} |")
+    lines += ["", "| axis | values | measured | I_50 |", "|---|---|---|---|"]
+    for a in metrics.get("recipe", []):
+        lines.append(f"| {a['axis']} | {a['values']} | {a['measured']} | {a['why']} |")
+    return lines + [""]
+
+
 def _multiplicity(verdicts_: list[str]) -> str:
     """How many of the verdicts would land on the wrong side by chance at the reports' confidence."""
     n = len(verdicts_)
@@ -530,6 +566,9 @@ def write_index() -> None:
             continue
         exp = declaration(name)
         metrics = reports.read(out)
+        if exp.recipe:
+            sections += _recipe_section(name, exp, metrics)
+            continue
         for k, (f, declared) in enumerate(zip(metrics.get("findings", []), exp.findings), 1):
             where = f"[{name}]({name}/figure.png)"
             if declared.same_as:  # the same runs as another finding: cited, not judged (or counted) again
