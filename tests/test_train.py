@@ -219,3 +219,32 @@ def test_compiled_training_matches_eager(tiny_data):
         torch.testing.assert_close(compiled.state_dict()[name], a, rtol=1e-3, atol=1e-4)
     saved = torch.load("checkpoints/c/last.ckpt", weights_only=True)["state_dict"]
     assert not [k for k in saved if "_orig_mod" in k]
+
+
+def test_muon_trains_the_hidden_matrices_and_resumes_exactly(tiny_data, in_tmp, kill_training_at):
+    """train.optimizer: muon steps Muon on the blocks' matrices and AdamW on the rest, under one schedule; a run
+    killed mid-way resumes both optimizers' states to the uninterrupted result."""
+    from instdiv.engine import optim
+
+    p = tiny_data.replace(train=tiny_data.train.replace(optimizer="muon", max_steps=30, val_every_steps=10))
+    network = GPT.build(p.model, stages.tokenizer(p, TASK), 32)
+    opt = optim.build(network, "muon", 3e-3, 0.1)
+    muon, adamw = opt.inner
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    embedded = {id(network.wte.weight), id(network.wpe.weight)}
+    assert all(p_.dim() == 2 and id(p_) not in embedded for g in muon.param_groups for p_ in g["params"])
+    assert len(opt.param_groups) == len(muon.param_groups) + len(adamw.param_groups)
+    reference = stages.train(p.replace(train=p.train.replace(checkpoint_dir="reference")), TASK, DATA,
+                             Path("models/reference.pt"), None)
+    kill_training_at(15)
+    with pytest.raises(Interrupted):
+        stages.train(p, TASK, DATA, Path("models/model.pt"), None)
+    kill_training_at(None)
+    stages.train(p, TASK, DATA, Path("models/model.pt"), None)
+    written = torch.load("models/model.pt", weights_only=True)["state_dict"]
+    expected = torch.load("models/reference.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(written[k], expected[k]) for k in expected)
+    stages.train(p.replace(train=p.train.replace(optimizer="adamw", checkpoint_dir="adam")), TASK, DATA,
+                 Path("models/adam.pt"), None)
+    adam = torch.load("models/adam.pt", weights_only=True)["state_dict"]
+    assert not torch.equal(adam["blocks.0.attn.c_attn.weight"], expected["blocks.0.attn.c_attn.weight"])

@@ -132,6 +132,9 @@ class TrainConfig(Section):
     lr: Number = 3e-3
     weight_decay: Number = 0.1
     warmup_frac: Number = 0.05
+    # adamw: the model family's AdamW; muon: torch.optim.Muon on the hidden matrices, AdamW on embeddings,
+    # norms and biases (engine/optim.py), at the same lr and schedule
+    optimizer: Literal["adamw", "muon"] = "adamw"
     # The step budget scales with the data: epochs over the training set, unless max_steps is given.
     epochs: Number = 4.0
     max_steps: int | None = None
@@ -160,7 +163,7 @@ class TrainConfig(Section):
     # Where a run happens, not what it learns: left out of fingerprints and study names.
     PLACEMENT: ClassVar[tuple[str, ...]] = ("accelerator", "devices", "strategy", "checkpoint_dir")
     # Added after the first studies: left out of study names while at their defaults (engine/sweep/study.py).
-    LATER_KEYS: ClassVar[tuple[str, ...]] = ("threads", "max_length", "compile")
+    LATER_KEYS: ClassVar[tuple[str, ...]] = ("threads", "max_length", "compile", "optimizer")
 
     def check(self) -> None:
         positive(self, "batch_size", "val_every_steps", "epochs")

@@ -132,7 +132,9 @@ class LitCausalLM(L.LightningModule):
             metric.reset()
 
     def configure_optimizers(self):
-        opt = self.network.configure_optimizer(self.tcfg.lr, self.tcfg.weight_decay)
+        from instdiv.engine import optim
+
+        opt = optim.build(self.network, self.tcfg.optimizer, self.tcfg.lr, self.tcfg.weight_decay)
         warmup = max(1, int(self.tcfg.warmup_frac * self.total_steps))
 
         def factor(step: int) -> float:  # linear warmup, then linear decay to 0
