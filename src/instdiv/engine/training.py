@@ -412,6 +412,33 @@ def loaders(tcfg: TrainConfig, data: FitData, eval_batch: int) -> tuple[DataLoad
     return train_loader, val
 
 
+class LearnedAt(Callback):
+    """The first validation at which the score on the training rules reaches evaluate.learned_at: the steps and
+    the training seconds a recipe takes to learn its rules (benchmarks/README.md compares recipes by it). Kept
+    in the checkpoint, so a resumed run reports what an uninterrupted one would."""
+
+    def __init__(self, metric: str, bar: float):
+        self.metric, self.bar = metric, bar
+        self.step = self.seconds = None
+        self.elapsed, self.since = 0.0, None
+
+    def on_train_start(self, trainer, pl_module):
+        self.since = time.time()
+
+    def on_validation_end(self, trainer, pl_module):
+        value = trainer.callback_metrics.get(self.metric)
+        if self.step is None and value is not None and float(value) >= self.bar and not trainer.sanity_checking:
+            self.step = trainer.global_step
+            self.seconds = round(self.elapsed + time.time() - (self.since or time.time()), 1)
+
+    def state_dict(self):
+        elapsed = self.elapsed + (time.time() - self.since if self.since else 0.0)
+        return {"step": self.step, "seconds": self.seconds, "elapsed": elapsed}
+
+    def load_state_dict(self, state):
+        self.step, self.seconds, self.elapsed = state["step"], state["seconds"], state["elapsed"]
+
+
 class DataOnDevice(Callback):
     """Moves the training and validation tensors to the GPU once, when training starts there: the datasets are
     small integer tensors, and a batch is then an index into GPU memory, with no copy per step."""
@@ -454,10 +481,12 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, enable_version_counter=False)
     progress = [ProgressLine(total_steps, task.monitor)] if verbose else []
     speed = SpeedMonitor(log_interval(tcfg, len(train_loader)))
+    learned_at = LearnedAt(f"val/{task.seen_metric or 'seen_accuracy'}", params.evaluate.learned_at)
     precision = choose_precision(tcfg, family, params.model)
     trainer = build_trainer(tcfg, precision, total_steps, logger=logger, epoch_batches=len(train_loader),
                             callbacks=[latest, ResumePoint(train_loader.order, tcfg.batch_size), *progress,
-                                       DataOnDevice([data.train, *data.val.values()]), speed, *callbacks])
+                                       DataOnDevice([data.train, *data.val.values()]), speed, learned_at,
+                                       *callbacks])
     if verbose:
         trainable = sum(q.numel() for q in network.parameters() if q.requires_grad)
         log.info("training %s parameters%s for %d steps on %s examples (%s, %s)%s", f"{network.num_params():,}",
@@ -469,7 +498,9 @@ def fit(params, task, tok: text.Tokenizer, data: FitData, logger, ckpt_dir: Path
     info = {"steps": trainer.global_step, "total_steps": total_steps,
             "fit_seconds": round(time.time() - start, 1),
             "last_validation": float(final) if final is not None else None,
-            "precision": str(trainer.precision)}
+            "precision": str(trainer.precision),
+            # None: the training rules were never learned to evaluate.learned_at on validation
+            "steps_to_learn": learned_at.step, "seconds_to_learn": learned_at.seconds}
     if not trainer.is_global_zero:
         return None, family, info
     info.update(parameters=network.num_params(),

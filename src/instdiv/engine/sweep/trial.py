@@ -104,6 +104,8 @@ def objective(trial: optuna.Trial, params) -> float:
         trial.set_user_attr(key, value)
     trial.set_user_attr("data_sha256", digest)
     trial.set_user_attr("fit_seconds", info["fit_seconds"])
+    for key in ("steps_to_learn", "seconds_to_learn"):  # None: never learned on validation
+        trial.set_user_attr(key, info.get(key))
     # Settings of the task the trial derived rather than took from its point (e.g. examples per program).
     base, mine = getattr(params, task.name), getattr(p, task.name)
     for key in type(mine).model_fields:
