@@ -71,6 +71,13 @@ def exact_match_scores(task, model, tok: Tokenizer, tables: dict[str, pa.Table],
         for key, value in accuracies(correct, es.group, task.groups).items():
             if value == value:  # a group without rows (no no-ops in the data) has no score
                 metrics[f"{name}_{key}"] = value
+        # A continuous measure beside exact match: the share of each target's tokens (EOS included) that the
+        # output has at the same position, so a report can say whether a transition is sharp in it too.
+        real = es.targets != tok.pad_id
+        share = ((pred == es.targets) & real).sum(1) / real.sum(1).clamp(min=1)
+        for key, value in accuracies(share, es.group, task.groups).items():
+            if value == value:
+                metrics[f"{name}_{key.removesuffix('accuracy')}token_accuracy"] = value
         metrics[f"{name}_examples"] = len(correct)
         if n_samples:
             pick = np.sort(rng.permutation(len(correct))[:n_samples])
