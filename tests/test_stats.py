@@ -120,3 +120,10 @@ def test_the_detectable_effect_shrinks_with_seeds_and_grows_with_spread():
     wide = stats.detectable([0.3, -0.25, 0.4], 0.9)
     assert many < few < wide and math.isnan(stats.detectable([0.1], 0.9))
     assert stats.chance_flips(20, 0.9) == pytest.approx(2.0)
+
+
+def test_a_step_rises_over_a_smaller_span_of_i_than_a_slope():
+    step = stats.rise_span([64, 128, 256, 512, 1024], [0.0, 0.0, 0.5, 1.0, 1.0])
+    slope = stats.rise_span([64, 128, 256, 512, 1024], [0.2, 0.4, 0.6, 0.8, 1.0])
+    assert step == pytest.approx(3.03, rel=0.01) and slope > 2.5 * step
+    assert math.isnan(stats.rise_span([64, 128], [0.3, 0.3]))

@@ -99,6 +99,13 @@ def outcome_estimate(runs: pd.DataFrame, x: str, metric: str, seen: str | None, 
            "cut_sensitivity": {str(c): stats.fit_i50(runs.loc[learned, x], stats.outcomes(
                runs.loc[learned, metric], own[learned].fillna(0.0), c)) for c in (0.3, 0.7)}}
     out["cut_sensitivity"] = {c: (None if f is None else f["i50"]) for c, f in out["cut_sensitivity"].items()}
+    token = f"{metric.removesuffix('accuracy')}token_accuracy"
+    trained = runs[learned]
+    out["sharpness"] = {"measure": f"the factor of {x} over which the mean at each {x} rises from 10% to 90% of "
+                                   "its range", metric: stats.rise_span(trained[x], trained[metric])}
+    if token in runs:
+        out["sharpness"][token] = stats.rise_span(trained[x], trained[token])
+        out["sharpness"]["runs_with_" + token] = int(trained[token].notna().sum())
     i50, slope = gated["i50"], gated["slope"]
     if math.isfinite(i50) and slope is not None:
         ladder = values or sorted(int(v) for v in runs[x].unique())
@@ -455,6 +462,10 @@ def outcome_diagram(done: pd.DataFrame, est: dict, metric: str, x: str, x_label:
         runs["seed"] = runs["seed"] if "seed" in runs else 0
         if band:
             ax.axvspan(*band, color="0.85", zorder=0, label=f"paper: {band[0]:g}-{band[1]:g}")
+        token = f"{metric.removesuffix('accuracy')}token_accuracy"
+        if token in runs and runs[token].notna().any():
+            ax.scatter(runs[x], runs[token], marker="x", s=12, color="0.55", zorder=2,
+                       label=f"{token.replace('_', ' ')} (each run)")
         _runs_by_seed(ax, runs, x, metric, seen, e.get("cut", 0.5))
         shares = pd.DataFrame(e.get("by_instructions", []))
         if len(shares):

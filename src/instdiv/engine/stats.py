@@ -269,6 +269,27 @@ def crossing(popt, fraction: float) -> float:
     return float(math.exp(midpoint - math.log(1.0 / fraction - 1.0) / steepness))
 
 
+def rise_span(instructions, values, low: float = 0.1, high: float = 0.9) -> float:
+    """How sharp a curve is: the factor of I over which the mean of `values` at each I rises from `low` to
+    `high` of its own range (min to max of those means), by linear interpolation on log I; NaN when it does
+    not rise. A step is close to 1, a slow rise many times more."""
+    frame = {}
+    for i, v in zip(instructions, values):
+        if v == v:
+            frame.setdefault(float(i), []).append(float(v))
+    xs = sorted(frame)
+    if len(xs) < 2:
+        return math.nan
+    ys = np.array([np.mean(frame[x]) for x in xs])
+    lo, hi = ys.min(), ys.max()
+    if hi - lo <= 1e-9:
+        return math.nan
+    level = np.maximum.accumulate((ys - lo) / (hi - lo))  # the first crossing of each level
+    logs = np.log(xs)
+    a, b = (float(np.interp(q, level, logs)) for q in (low, high))
+    return math.exp(b - a) if b > a else math.nan
+
+
 # ------------------------------------------------------------------------------ differences over seeds
 
 def mean_interval(values, confidence: float) -> tuple[float, float, float]:
