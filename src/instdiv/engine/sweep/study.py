@@ -217,7 +217,9 @@ def open_study(params) -> optuna.Study:
                                     direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it first
         return _load_ready(name, storage, sampler, params)
-    for key, value in tracking.flatten({"sweep": s.model_dump()}).items():
+    # the study's settings and the recipe its runs train with (optuna-dashboard shows them; reports read them)
+    recipe = {"train": params.train.model_dump(exclude=set(params.train.PLACEMENT)), "model": params.model.model_dump()}
+    for key, value in tracking.flatten({"sweep": s.model_dump(), **recipe}).items():
         study.set_user_attr(key, value)
     _new_parent_run(study, params)
     if s.mode == "grid":
