@@ -238,7 +238,7 @@ def run(name: str, params_path: str | Path = "params.yaml") -> dict:
 
         out.mkdir(parents=True, exist_ok=True)
         (out / "params.yaml").write_text(yaml.safe_dump(params.dump(), sort_keys=False))
-        return recipe.run(name, exp, params, out)
+        return recipe.run(name, exp, params, out, after=write_index)
     sweep.check(params)
     out.mkdir(parents=True, exist_ok=True)
     # The exact settings, as a record of what ran.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Literal
 
-import numpy as np
 import pandas as pd
 
 from instdiv.config import Section

@@ -53,14 +53,16 @@ def check(exp, params) -> None:
             raise ConfigError(f"recipe {axis}={value}: {exc}") from None
 
 
-def run(name: str, exp, params, out: Path) -> dict:
-    """Each setting's study in turn (resuming any that is part-done), the report after each."""
+def run(name: str, exp, params, out: Path, after=lambda: None) -> dict:
+    """Each setting's study in turn (resuming any that is part-done), the report after each (then `after`:
+    the index)."""
     check(exp, params)
     for axis, value, p in settings(exp, params):
         print(f"recipe {axis}={value}: study {sweep.study_name(p)} ({p.sweep.max_trials} runs)", flush=True)
         sweep.run(p, out / "setting-trials.csv")
         (out / "setting-trials.csv").unlink(missing_ok=True)
         result = report(name, exp, params, out)
+        after()
     return result
 
 
@@ -119,13 +121,12 @@ def report(name: str, exp, params, out: Path) -> dict:
                      "verdict": "reference", "why": "the default study (reports/threshold.json)"})
     done = trials[trials["state"] == "COMPLETE"].copy() if len(trials) else trials
     if len(done):
-        from instdiv.engine.estimate import outcome_estimate
         from instdiv.engine.findings import judge_runs
 
         done["learned"] = judge_runs(task, done, params.evaluate.learned_at)
         for (axis, value), runs in done.groupby(["axis", "value"], sort=False):
             p = next(s for a, v, s in settings(exp, params) if a == axis and v == value)
-            est = outcome_estimate(runs, x, cfg.metric, task.seen_metric, cfg.target, cfg.confidence,
+            est = stats.outcome_estimate(runs, x, cfg.metric, task.seen_metric, cfg.target, cfg.confidence,
                                    sweep.ladder_of(p))
             verdict = judge(ref, est, cfg.confidence, exp.recipe_factor)
             rows.append({"axis": axis, "value": value, "runs": len(runs), "untrained": int((~runs["learned"]).sum()),
@@ -154,9 +155,6 @@ def report(name: str, exp, params, out: Path) -> dict:
                     for r in rows if r["axis"] != "reference"})
     reports.write(out, numeric, metrics)
     figure(exp, points, out / "figure.png")
-    from instdiv.engine.experiments import write_index
-
-    write_index()
     return metrics
 
 

@@ -1,4 +1,4 @@
-"""The suite's statistics, as pure functions of numbers: no file, no figure, no paper, no task.
+"""The suite's statistics, as pure functions of numbers and tables: no file, no figure, no paper, no task.
 
 Near a generalization threshold a run is a coin flip: it memorizes (unseen accuracy ~0) or generalizes
 (unseen accuracy near what it scores on its own rules), and intermediate values are rare. So the threshold is
@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
 
 REPRODUCED, DIFFERS, UNTESTABLE = "reproduced", "differs", "not testable at this scale"
@@ -174,6 +175,63 @@ def next_instructions(runs: Sequence[tuple[int, bool | None]], values: Sequence[
     k = int(np.argmin([abs(math.log(v / center)) for v in values]))
     near = [values[j] for j in (k, k - 1, k + 1) if 0 <= j < len(values)]
     return min(near, key=lambda v: (count.get(v, 0), abs(math.log(v / center))))
+
+
+def outcome_estimate(runs, x: str, metric: str, seen: str | None, cut: float, confidence: float,
+                     values: list[int] | None = None, coverage_studies: int = 0, progress=None) -> dict:
+    """I_50 from the runs' outcomes (engine/py): over the runs that learned their training rules, and
+    over all runs beside it; the runs and outcomes at each I, the transition's I and how many runs each has,
+    I_50 at other cuts (so the result can be seen not to hinge on the cut) and, given `coverage_studies`, the
+    interval's coverage in that many simulated studies of the same design and size."""
+    own = runs[seen] if seen and seen in runs else pd.Series(1.0, index=runs.index)
+    runs = runs.assign(generalized=outcomes(runs[metric], own.fillna(0.0), cut))
+    seeds = runs["seed"] if "seed" in runs else pd.Series(0, index=runs.index)
+    runs = runs.assign(seed=seeds)
+    learned = runs["learned"].astype(bool)
+
+    def one(frame: pd.DataFrame) -> dict:
+        fit_ = fit_i50(frame[x], frame["generalized"])
+        i50, lo, hi = bootstrap_i50(frame[x], frame["generalized"], frame["seed"], confidence)
+        return {"i50": i50, "ci_low": lo, "ci_high": hi, "runs": int(len(frame)),
+                "slope": None if fit_ is None else fit_["slope"],
+                "separated": None if fit_ is None else fit_["separated"]}
+
+    gated, every = one(runs[learned]), one(runs)
+    table = runs.groupby(x).agg(runs=("generalized", "size"), generalized=("generalized", "sum"),
+                                untrained=("learned", lambda v: int((~v.astype(bool)).sum()))).reset_index()
+    out = {"threshold_instructions": gated["i50"], "ci_low": gated["ci_low"], "ci_high": gated["ci_high"],
+           "confidence": confidence, "slope": gated["slope"], "separated": gated["separated"],
+           "method": "binomial GLM of generalized on log I (statsmodels); interval: log I_50 +- t x its bootstrap "
+                     "standard error over seeds",
+           "outcome": f"generalized: {metric} >= {cut} x the run's own {seen or 'plateau (1.0)'}",
+           "cut": cut, "runs_fitted": gated["runs"], "all_runs": every,
+           "seeds": int(runs["seed"].nunique()),
+           "by_instructions": [{x: int(r[x]), "runs": int(r["runs"]), "generalized": int(r["generalized"]),
+                                "untrained": int(r["untrained"])} for r in table.to_dict("records")],
+           "cut_sensitivity": {str(c): fit_i50(runs.loc[learned, x], outcomes(
+               runs.loc[learned, metric], own[learned].fillna(0.0), c)) for c in (0.3, 0.7)}}
+    out["cut_sensitivity"] = {c: (None if f is None else f["i50"]) for c, f in out["cut_sensitivity"].items()}
+    token = f"{metric.removesuffix('accuracy')}token_accuracy"
+    trained = runs[learned]
+    out["sharpness"] = {"measure": f"the factor of {x} over which the mean at each {x} rises from 10% to 90% of "
+                                   "its range", metric: rise_span(trained[x], trained[metric])}
+    if token in runs:
+        out["sharpness"][token] = rise_span(trained[x], trained[token])
+        out["sharpness"]["runs_with_" + token] = int(trained[token].notna().sum())
+    i50, slope = gated["i50"], gated["slope"]
+    if math.isfinite(i50) and slope is not None:
+        ladder = values or sorted(int(v) for v in runs[x].unique())
+        inside = transition(i50, slope, ladder)
+        counts = dict(zip(table[x].astype(int), table["runs"]))
+        out["transition"] = {str(i): int(counts.get(i, 0)) for i in inside}
+        out["transition_min_runs"] = min(out["transition"].values())
+        if math.isfinite(gated["ci_low"]) and gated["ci_low"] > 0:
+            out["width_ratio"] = gated["ci_high"] / gated["ci_low"]
+        if coverage_studies:
+            out["coverage"] = coverage(coverage_studies, ladder, len(runs), i50,
+                                             min(slope, 12.0) if math.isfinite(slope) else 12.0, seed_sd=0.25,
+                                             confidence=confidence, n_boot=200, progress=progress)
+    return out
 
 
 # ---------------------------------------------------------------------------------------- simulation
