@@ -123,9 +123,13 @@ def _sides(used: pd.DataFrame, x: str, metric: str, est: dict) -> dict | None:
 def _summary(est: dict) -> dict:
     """The estimate's headline numbers (and the control arm's threshold), for reports/sweep/metrics.json."""
     keys = ("threshold_instructions", "ci_low", "ci_high", "seeds", "seeds_located", "runs", "untrained_runs",
-            "mean_unseen_patterns_in_train")
-    out = {k.removesuffix("_instructions"): est.get(k) for k in keys}
+            "mean_unseen_patterns_in_train", "width_ratio", "transition_min_runs")
+    out = {k.removesuffix("_instructions"): est.get(k) for k in keys if k in est}
     out["plateau"] = (est.get("fit") or {}).get("plateau")
+    if est.get("all_runs"):
+        out["all_runs"] = {k: est["all_runs"].get(k) for k in ("i50", "ci_low", "ci_high")}
+    if est.get("coverage"):
+        out["coverage"] = est["coverage"]["coverage"]
     c = est.get("control")
     if c:
         out["control"] = {k.removesuffix("_instructions"): c.get(k)
