@@ -488,14 +488,14 @@ def _threshold_row() -> list[str]:
     every = est.get("all_runs") or {}
     if t is None or lo is None:
         ours = f"not located ({est.get('runs')} runs; every run the same outcome, or one seed)"
+        every_text = "-"
     else:
         transition = est.get("transition") or {}
         ours = (f"I_50 {t:.0f} ({est['confidence']:.0%} interval {lo:.0f}-{hi:.0f}, high/low {hi / lo:.2f}) from "
-                f"{est['runs_fitted']} trained runs; all {est['runs']} runs: "
-                + (f"{every['i50']:.0f} ({every['ci_low']:.0f}-{every['ci_high']:.0f})"
-                   if every.get("ci_low") is not None else "not located")
-                + f"; {est['seeds']} seeds, {est['untrained_runs']} untrained; runs at each I of the transition: "
-                + ", ".join(f"{k}: {v}" for k, v in transition.items()))
+                f"the {est['runs_fitted']} runs that learned their rules ({est['seeds']} seeds); runs at each I of "
+                "the transition: " + ", ".join(f"{k}: {v}" for k, v in transition.items()))
+        every_text = (f"I_50 {every['i50']:.0f} ({every['ci_low']:.0f}-{every['ci_high']:.0f}), {est['runs']} runs, "
+                      f"{est['untrained_runs']} untrained" if every.get("ci_low") is not None else "not located")
         cov = est.get("coverage")
         if cov:
             ours += (f"; the interval covered the true I_50 in {cov['coverage']:.0%} of {cov['studies']} simulated "
@@ -518,7 +518,11 @@ def _threshold_row() -> list[str]:
     paper = f"sharp transition at about {band[0]:g}-{band[1]:g} rules" if band else "-"
     rows = [f"| Generalization to unseen rules appears at a threshold number of rules: I_50, where half the runs "
             f"generalize (`dvc repro`, [figure](sweep/phase_diagram.png), [outcomes](sweep/outcomes.png)) | {ours} | "
-            f"{paper} | {verdict} | {why}; at this scale and recipe (params.yaml: train) |"]
+            f"{every_text} | {paper} | inside the band | {verdict} | {why}; at this scale and recipe (params.yaml: "
+            "train; experiments/recipe.yaml varies it) |"]
+    sides = _outcome_sides(est)
+    if sides:
+        rows.append(sides)
     c = est.get("control")
     if c and c.get("versus_study"):
         v = c["versus_study"]
@@ -530,10 +534,33 @@ def _threshold_row() -> list[str]:
         rows.append(f"| The threshold is about new rules, not new pairings of seen strings (control: {c['arm']}, "
                     f"[figure](sweep/phase_diagram.png)) | {ratio}; paired on {v['pairs']} runs with the same I and "
                     f"seed: {v['first_only']} generalized in the study only, {v['second_only']} in the control only "
-                    f"(exact McNemar p = {v['p_value']:.2f}); control: {c['runs']} runs, {c['seeds']} seeds | the "
-                    f"paper's unseen strings are never seen in training | {verdict} | alike when the ratio's whole "
-                    f"interval lies within {1 / factor:.2f}-{factor:.2f} (the paper's band is 1.67 wide) |")
+                    f"(exact McNemar p = {v['p_value']:.2f}) | control: {c['runs']} runs, {c['seeds']} seeds | the "
+                    f"paper's unseen strings are never seen in training | x{factor} | {verdict} | alike when the "
+                    f"ratio's whole interval lies within {1 / factor:.2f}-{factor:.2f} (the paper's band is 1.67 wide) |")
     return rows
+
+
+def _outcome_sides(est: dict) -> str | None:
+    """The paper's other half of the claim: well below the threshold (I <= I_50 / 2) no run generalizes, well
+    above it (I >= 2 I_50) every run does; judged on the counts, every run included."""
+    t = est.get("threshold_instructions")
+    table = est.get("by_instructions") or []
+    if t is None or not table:
+        return None
+    x = next(k for k in table[0] if k not in ("runs", "generalized", "untrained"))
+    below = [r for r in table if r[x] <= t / 2]
+    above = [r for r in table if r[x] >= 2 * t]
+    if not below or not above:
+        return None
+    k_below, n_below = sum(r["generalized"] for r in below), sum(r["runs"] for r in below)
+    k_above, n_above = sum(r["generalized"] for r in above), sum(r["runs"] for r in above)
+    holds = k_below == 0 and k_above == n_above
+    return (f"| Well below the threshold no run generalizes, well above it every run does | I <= {t / 2:.0f} "
+            f"(I = {', '.join(str(r[x]) for r in below)}): {k_below} of {n_below} runs generalized; I >= {2 * t:.0f} "
+            f"(I = {', '.join(str(r[x]) for r in above)}): {k_above} of {n_above} | (every run counted) | fewer than "
+            f"~300 rules never generalize, 1,000 or more always do | none / all | "
+            f"{verdicts.REPRODUCED if holds else verdicts.DIFFERS} | "
+            f"{'every run' if holds else 'not every run'}, untrained included |")
 
 
 def _curve_threshold_row(est: dict) -> list[str]:
@@ -550,8 +577,8 @@ def _curve_threshold_row(est: dict) -> list[str]:
                 f"{est['untrained_runs']} untrained")
     verdict = verdicts.band_verdict(lo, hi, band)
     return [f"| Generalization to unseen rules appears at a threshold number of rules (`dvc repro`, "
-            f"[figure](sweep/phase_diagram.png)) | {ours} | sharp transition at about {band[0]:g}-{band[1]:g} rules "
-            f"| {verdict} | the mean curve's crossing, one fit per seed |"]
+            f"[figure](sweep/phase_diagram.png)) | {ours} | - | sharp transition at about {band[0]:g}-{band[1]:g} "
+            f"rules | inside the band | {verdict} | the mean curve's crossing, one fit per seed |"]
 
 
 def write_index() -> None:
