@@ -415,3 +415,37 @@ def test_a_recipe_experiment_measures_i50_per_setting_against_the_reference(tiny
             params={"sweep": {"mode": "outcomes", "instructions": [16, 1024], "max_trials": 16}})
     with pytest.raises(ConfigError, match=r"recipe.train.warmup_frac: 0.1 is the reference recipe's own value"):
         experiments.run("rec")
+
+
+def test_the_index_judges_the_outcome_threshold_against_the_band_and_counts_its_verdicts(tmp_path, monkeypatch):
+    """reports/threshold.json from an outcomes study: reproduced only inside the paper's band, the sides judged
+    on run counts, the control by the ratio of I_50, and the multiplicity sentence over the verdicts."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "reports").mkdir()
+    est = {"mode": "outcomes", "threshold_instructions": 380.0, "ci_low": 320.0, "ci_high": 460.0, "confidence": 0.9,
+           "runs": 32, "runs_fitted": 31, "seeds": 9, "untrained_runs": 1, "paper_band": [300, 500],
+           "all_runs": {"i50": 370.0, "ci_low": 310.0, "ci_high": 450.0}, "transition": {"256": 8, "362": 9},
+           "by_instructions": [{"n_instructions": 64, "runs": 2, "generalized": 0, "untrained": 0},
+                               {"n_instructions": 362, "runs": 9, "generalized": 4, "untrained": 1},
+                               {"n_instructions": 1024, "runs": 2, "generalized": 2, "untrained": 0}],
+           "control": {"arm": "holdout=strings", "runs": 12, "seeds": 3, "confidence": 0.9,
+                       "versus_study": {"pairs": 9, "first_only": 1, "second_only": 3, "p_value": 0.625,
+                                        "i50_ratio": 0.8, "ratio_low": 0.4, "ratio_high": 1.6}}}
+    (tmp_path / "reports/threshold.json").write_text(json.dumps(est))
+    experiments.write_index()
+    text = (tmp_path / "reports/index.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| Generalization to unseen rules"))
+    assert "| reproduced | our interval 320-460 lies inside the paper's 300-500" in row
+    assert "I_50 370 (310-450), 32 runs, 1 untrained" in row
+    sides = next(line for line in text.splitlines() if line.startswith("| Well below the threshold"))
+    assert "0 of 2 runs generalized" in sides and "2 of 2" in sides and "| reproduced |" in sides
+    control = next(line for line in text.splitlines() if "control: holdout=strings" in line)
+    assert "| not testable at this scale |" in control and "McNemar p = 0.62" in control
+    assert text.count("| Generalization") == 1 and "3 verdicts (2 reproduced or differs)" in text
+    est.update(ci_low=200.0, ci_high=420.0)  # overlapping the band only in part: not reproduced
+    (tmp_path / "reports/threshold.json").write_text(json.dumps(est))
+    experiments.write_index()
+    row = next(line for line in (tmp_path / "reports/index.md").read_text().splitlines()
+               if line.startswith("| Generalization to unseen rules"))
+    assert "| not testable at this scale | our interval 200-420 overlaps the paper's 300-500 only in part" in row
