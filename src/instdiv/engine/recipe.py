@@ -143,7 +143,7 @@ def report(name: str, exp, params, out: Path) -> dict:
     (done[[c for c in cols if c in done]] if len(done) else pd.DataFrame(columns=cols)).to_csv(out / "runs.csv",
                                                                                                index=False)
     points.drop(columns=["by_instructions"], errors="ignore").to_csv(out / "points.csv", index=False)
-    axes = _axes_verdicts(points, exp)
+    axes = _axes_verdicts(points, exp, params)
     minutes = float(done["fit_seconds"].sum() / 60) if len(done) and "fit_seconds" in done else 0.0
     metrics = {"trials": int(len(done)), "untrained": int((~done["learned"]).sum()) if len(done) else 0,
                "seeds": int(done["seed"].nunique()) if len(done) else 0, "training_minutes": round(minutes, 1),
@@ -154,26 +154,45 @@ def report(name: str, exp, params, out: Path) -> dict:
     numeric.update({f"{r['axis']}={r['value']}": {"i50": r["i50"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
                     for r in rows if r["axis"] != "reference"})
     reports.write(out, numeric, metrics)
-    figure(exp, points, out / "figure.png")
+    figure(exp, points, out / "figure.png", params)
     return metrics
 
 
-def _axes_verdicts(points: pd.DataFrame, exp) -> list[dict]:
-    """Per recipe axis: the values measured, and whether I_50 moves with it, and if it keeps falling or settles."""
+def _axes_verdicts(points: pd.DataFrame, exp, params) -> list[dict]:
+    """Per recipe axis: the values measured, whether I_50 moves with it, and along a numeric axis (the reference
+    value included, in order) whether it keeps moving one way or settles (the last two values alike)."""
     out = []
+    ref = points[points["axis"] == "reference"] if len(points) else points
     for axis in exp.recipe:
         mine = points[points["axis"] == axis] if len(points) else points
         moved = [r for r in mine.to_dict("records") if r["verdict"] == MOVES]
         text = ("not measured yet" if not len(mine) else
                 f"moves at {', '.join(str(r['value']) for r in moved)}" if moved else
                 "no move shown at " + ", ".join(str(v) for v in mine["value"]))
+        section, _, key = axis.partition(".")
+        line = [(getattr(getattr(params, section), key), r) for r in ref.to_dict("records")] + \
+            [(r["value"], r) for r in mine.to_dict("records")]
+        if len(line) >= 3 and all(isinstance(v, (int, float)) and r["i50"] is not None for v, r in line):
+            line.sort(key=lambda item: item[0])
+            steps = [b["i50"] / a["i50"] for (_, a), (_, b) in zip(line, line[1:])]
+            if all(s < 1 for s in steps) or all(s > 1 for s in steps):
+                a, b = line[-2][1], line[-1][1]
+                def triple(r):
+                    return tuple(math.nan if r.get(k) is None else r[k] for k in ("i50", "ci_low", "ci_high"))
+
+                _, lo, hi = stats.ratio_interval(triple(a), triple(b), params.sweep.confidence)
+                settles = math.isfinite(lo) and lo <= 1 <= hi
+                text += (f"; along {axis} I_50 {'falls' if steps[0] < 1 else 'rises'} at every step, "
+                         + ("and the last two values are alike: it settles" if settles else
+                            "and the last step still moves it: no sign of settling" if math.isfinite(lo) else
+                            "(no interval at the last step)"))
         out.append({"axis": axis, "values": [v for v in exp.recipe[axis]], "measured": [v for v in mine["value"]]
                     if len(mine) else [], "verdict": MOVES if moved else UNCLEAR if len(mine) else "not measured",
                     "why": text})
     return out
 
 
-def figure(exp, points: pd.DataFrame, path: Path) -> None:
+def figure(exp, points: pd.DataFrame, path: Path, params=None) -> None:
     """One panel per recipe axis: I_50 with its interval against the axis's value (log scales), the reference
     recipe's I_50 as a band across every panel."""
     import matplotlib
@@ -191,9 +210,18 @@ def figure(exp, points: pd.DataFrame, path: Path) -> None:
             ax.axhspan(r["ci_low"], r["ci_high"], color="0.85", label="reference recipe (params.yaml)")
             ax.axhline(r["i50"], color="0.4", lw=1)
         mine = points[points["axis"] == axis] if len(points) else points
-        values = [v for v in exp.recipe[axis]]
+        section, _, key = axis.partition(".")
+        own = getattr(getattr(params, section), key) if params is not None else None
+        values = ([own] if own is not None else []) + [v for v in exp.recipe[axis]]
         numeric = all(isinstance(v, (int, float)) for v in values)
+        if numeric:
+            values = sorted(values)
         position = {str(v): k for k, v in enumerate(values)}
+        if len(ref) and own is not None:  # the reference recipe's own value on this axis
+            r = ref.iloc[0]
+            xv = float(own) if numeric else position[str(own)]
+            ax.errorbar([xv], [r["i50"]], yerr=[[r["i50"] - r["ci_low"]], [r["ci_high"] - r["i50"]]], fmt="s",
+                        color="0.3", capsize=3)
         for row in mine.to_dict("records"):
             xv = float(row["value"]) if numeric else position[str(row["value"])]
             i50, lo, hi = row["i50"], row["ci_low"], row["ci_high"]
@@ -206,16 +234,27 @@ def figure(exp, points: pd.DataFrame, path: Path) -> None:
                         (xv, i50), textcoords="offset points", xytext=(5, -10), fontsize=6)
         if numeric and min(values) > 0 and max(values) / min(values) >= 3:
             ax.set_xscale("log")
-        if not numeric:
+            ax.set_xlim(min(values) / 1.5, max(values) * 1.5)
+        elif numeric:
+            pad = 0.1 * (max(values) - min(values) or 1)
+            ax.set_xlim(min(values) - pad, max(values) + pad)
+        if numeric:
+            ax.set_xticks([float(v) for v in values], [str(v) for v in values], fontsize=7)
+            ax.minorticks_off()
+        else:
             ax.set_xticks(range(len(values)), [str(v) for v in values])
+            ax.set_xlim(-0.5, len(values) - 0.5)
         ax.set_yscale("log")
+        if params is not None:
+            ax.set_ylim(min(params.sweep.instructions) / 1.2, max(params.sweep.instructions) * 1.2)
         ax.set_xlabel(axis)
         ax.set_title(axis, fontsize=9)
     axs[0][0].set_ylabel("I_50 (instructions, log), 90% interval")
     handles, labels = axs[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, fontsize=7, loc="upper right")
-    fig.suptitle(f"{exp.title} (red: I_50 moved from the reference's)", fontsize=9)
+    fig.suptitle(f"{exp.title} (grey square: the reference recipe, the default study; red: I_50 moved from it)",
+                 fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path)
     plt.close(fig)
