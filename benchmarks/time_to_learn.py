@@ -53,6 +53,8 @@ def journal_runs(path: Path) -> pd.DataFrame:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         label = recipe_label(study.user_attrs)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if "steps_to_learn" not in t.user_attrs:  # trained before runs recorded it (None: never learned)
+                continue
             rows.append({"study": summary.study_name, "recipe": label, **t.params, **t.user_attrs})
     return pd.DataFrame(rows)
 
@@ -90,7 +92,6 @@ def main() -> None:
         print("no run records its time to learn yet (runs trained before it was recorded do not)")
         return
     runs = runs[runs["n_instructions"].isin(POINTS) & runs["seed"].isin(SEEDS)]
-    runs = runs[runs["steps_to_learn"].notna() | runs["seen_op_accuracy"].notna()]
     table = []
     for settings, group in runs.groupby("recipe"):
         for i, at_i in group.groupby("n_instructions"):

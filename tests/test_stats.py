@@ -50,6 +50,15 @@ def test_one_outcome_everywhere_has_no_i50_and_separation_takes_the_gap():
     assert math.isnan(stats.bootstrap_i50([128, 256], [False, True], [0, 0])[1])  # one seed: no interval
 
 
+def test_a_step_sharper_than_the_ladder_gets_the_whole_bracket_as_its_interval():
+    """Every seed fails at 181 and generalizes at 256: any I_50 between fits as well, so the interval spans the
+    bracket instead of collapsing on its middle."""
+    x, y = [181] * 5 + [256] * 5 + [32, 1024], [False] * 5 + [True] * 5 + [False, True]
+    i50, lo, hi = stats.bootstrap_i50(x, y, list(range(5)) * 2 + [0, 0], n_boot=200)
+    assert lo <= 181 and hi >= 256 and lo < i50 < hi
+    assert stats.band_verdict(lo, hi, (200, 230)) == stats.UNTESTABLE
+
+
 def test_the_design_opens_with_both_ends_then_gathers_runs_in_the_transition():
     assert stats.next_instructions([], LADDER) == 181
     assert stats.next_instructions([(181, None)], LADDER) == 32
@@ -75,7 +84,7 @@ def test_the_interval_covers_the_true_i50_in_a_small_simulation():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("slope, seed_sd", [(4.0, 0.25), (8.0, 0.25), (3.0, 0.4)])
+@pytest.mark.parametrize("slope, seed_sd", [(4.0, 0.25), (8.0, 0.25), (3.0, 0.4), (12.0, 0.1)])
 def test_the_interval_covers_the_true_i50_in_200_simulated_studies(slope, seed_sd):
     result = stats.coverage(n_studies=200, budget=40, n_boot=200, i50=200.0, slope=slope, seed_sd=seed_sd)
     assert result["coverage"] >= 0.85

@@ -97,13 +97,13 @@ def _versus(study: pd.DataFrame, control: pd.DataFrame, x: str, metric: str, see
     """The control against the study: paired on the runs both have (the same I and seed: the same draw of
     rules and initial weights), and the ratio of their I_50 with its interval."""
     def outcome_map(frame):
-        own = frame[seen].fillna(0.0) if seen and seen in frame else 1.0
+        own = frame[seen].fillna(1.0) if seen and seen in frame else 1.0
         g = stats.outcomes(frame[metric], own, cut)
         return {(int(i), int(s)): bool(v) for i, s, v in zip(frame[x], frame["seed"], g)}
 
     paired = stats.paired_outcomes(outcome_map(study), outcome_map(control))
     ratio = stats.ratio_interval(*((e["threshold_instructions"], e["ci_low"], e["ci_high"]) for e in (est, c)),
-                                 confidence=confidence)
+                                 confidence=confidence, df=(est["seeds"] - 1, c["seeds"] - 1))
     return {**paired, "i50_ratio": ratio[0], "ratio_low": ratio[1], "ratio_high": ratio[2]}
 
 

@@ -505,8 +505,11 @@ def _threshold_row() -> list[str]:
     band = tuple(est.get("paper_band") or ())
     t, lo, hi = est.get("threshold_instructions"), est.get("ci_low"), est.get("ci_high")
     every = est.get("all_runs") or {}
-    if t is None or lo is None:
-        ours = f"not located ({est.get('runs')} runs; every run the same outcome, or one seed)"
+    if t is None:
+        ours = f"not located ({est.get('runs')} runs, every one the same outcome)"
+        every_text = "-"
+    elif lo is None:
+        ours = f"I_50 {t:.0f}, no interval ({est.get('seeds')} seed: the interval needs two)"
         every_text = "-"
     else:
         transition = est.get("transition") or {}

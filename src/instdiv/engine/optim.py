@@ -54,6 +54,8 @@ def build(network: torch.nn.Module, kind: str, lr: float, weight_decay: float) -
     hidden = [p for p in params if p.dim() == 2 and id(p) not in embedded]
     rest = [p for p in params if p.dim() != 2 or id(p) in embedded]
     muon = torch.optim.Muon(hidden, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
-    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": 0.0},  # embeddings: not decayed
+    # decayed as the family's AdamW decays them (matrices, embeddings included; not norms or biases), so the
+    # optimizer of the hidden matrices is the one thing that changes
+    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
     return Paired(muon, torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95)))

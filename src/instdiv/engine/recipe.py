@@ -96,8 +96,11 @@ def judge(ref: dict | None, est: dict, confidence: float, factor: float) -> dict
     interval excludes 1), stays within x`factor` (the interval inside 1/factor-factor) or cannot tell."""
     if ref is None:
         return {"ratio": None, "verdict": UNCLEAR, "why": "no reference estimate (dvc repro estimate)"}
-    ratio, lo, hi = stats.ratio_interval((ref["threshold_instructions"], ref["ci_low"], ref["ci_high"]),
-                                         (est["threshold_instructions"], est["ci_low"], est["ci_high"]), confidence)
+    def triple(e):
+        return tuple(math.nan if e.get(k) is None else e[k] for k in ("threshold_instructions", "ci_low", "ci_high"))
+
+    ratio, lo, hi = stats.ratio_interval(triple(ref), triple(est), confidence,
+                                         df=(ref.get("seeds", 2) - 1, est.get("seeds", 2) - 1))
     if not math.isfinite(lo):
         return {"ratio": None, "verdict": UNCLEAR, "why": "no interval for this setting yet"}
     verdict = MOVES if lo > 1 or hi < 1 else ALIKE.format(factor=factor) if 1 / factor < lo and hi < factor \
@@ -116,7 +119,7 @@ def report(name: str, exp, params, out: Path) -> dict:
     rows = []
     if ref:
         rows.append({"axis": "reference", "value": "params.yaml", "runs": ref["runs"],
-                     "untrained": ref["untrained_runs"], "i50": ref["threshold_instructions"],
+                     "untrained": ref["untrained_runs"], "seeds": ref.get("seeds"), "i50": ref["threshold_instructions"],
                      "ci_low": ref["ci_low"], "ci_high": ref["ci_high"], "all_runs_i50": ref["all_runs"]["i50"],
                      "verdict": "reference", "why": "the default study (reports/threshold.json)"})
     done = trials[trials["state"] == "COMPLETE"].copy() if len(trials) else trials
@@ -130,6 +133,7 @@ def report(name: str, exp, params, out: Path) -> dict:
                                    sweep.ladder_of(p))
             verdict = judge(ref, est, cfg.confidence, exp.recipe_factor)
             rows.append({"axis": axis, "value": value, "runs": len(runs), "untrained": int((~runs["learned"]).sum()),
+                         "seeds": est["seeds"],
                          "i50": est["threshold_instructions"], "ci_low": est["ci_low"], "ci_high": est["ci_high"],
                          "all_runs_i50": est["all_runs"]["i50"], "minutes": float(runs["fit_seconds"].sum() / 60)
                          if "fit_seconds" in runs else None, "ratio": verdict.get("ratio"),
@@ -180,7 +184,8 @@ def _axes_verdicts(points: pd.DataFrame, exp, params) -> list[dict]:
                 def triple(r):
                     return tuple(math.nan if r.get(k) is None else r[k] for k in ("i50", "ci_low", "ci_high"))
 
-                _, lo, hi = stats.ratio_interval(triple(a), triple(b), params.sweep.confidence)
+                _, lo, hi = stats.ratio_interval(triple(a), triple(b), params.sweep.confidence,
+                                                 df=((a.get("seeds") or 2) - 1, (b.get("seeds") or 2) - 1))
                 settles = math.isfinite(lo) and lo <= 1 <= hi
                 text += (f"; along {axis} I_50 {'falls' if steps[0] < 1 else 'rises'} at every step, "
                          + ("and the last two values are alike: it settles" if settles else

@@ -79,7 +79,11 @@ def bootstrap_i50(instructions, generalized, clusters, confidence: float = 0.9, 
     (clusters - 1 degrees of freedom) times it. (The plain percentile interval covered the true I_50 in 85-89%
     of simulated studies at 90%: with ~10 seeds the bootstrap spread is too narrow; this one in 91-93%; see
     `coverage`.) A resample with one outcome only places I_50 beyond the runs: half the smallest I (all
-    generalized) or twice the largest (none did)."""
+    generalized) or twice the largest (none did). Under complete separation the likelihood is flat over the
+    gap between the last failure and the first success, so a separated resample draws its I_50 uniformly (in
+    log I) from its gap. And when the fit is a step sharper than the ladder (from under a quarter to over three
+    quarters between two measured I), the interval spans at least those two I, between which the share that
+    generalized crosses one half (`_bracket`): the threshold lies between them, not where a fit puts it."""
     x = np.asarray(instructions, float)
     y = np.asarray(generalized, bool)
     c = np.asarray(clusters)
@@ -94,14 +98,35 @@ def bootstrap_i50(instructions, generalized, clusters, confidence: float = 0.9, 
     draws = np.empty(n_boot)
     for b in range(n_boot):
         idx = np.concatenate([groups[k] for k in rng.integers(0, len(groups), len(groups))])
-        f = fit_i50(x[idx], y[idx])
+        xb, yb = x[idx], y[idx]
+        f = fit_i50(xb, yb)
         if f is None:
-            draws[b] = floor if y[idx].all() else ceiling
+            draws[b] = floor if yb.all() else ceiling
+        elif f["separated"]:
+            draws[b] = rng.uniform(math.log(xb[~yb].max()), math.log(xb[yb].min()))
         else:
             draws[b] = min(max(math.log(f["i50"]), floor), ceiling) if math.isfinite(f["i50"]) else ceiling
     half = sps.t.ppf(0.5 + confidence / 2, len(groups) - 1) * float(np.std(draws, ddof=1))
     center = math.log(point["i50"])
-    return point["i50"], math.exp(center - half), math.exp(center + half)
+    lo, hi = math.exp(center - half), math.exp(center + half)
+    bracket = _bracket(x, y, point["i50"])
+    # A fit that rises from under a quarter to over three quarters within the bracket is a step the ladder
+    # cannot resolve: the interval is never narrower than the bracket then.
+    if bracket and point["slope"] * math.log(bracket[1] / bracket[0]) >= 2 * math.log(3):
+        lo, hi = min(lo, bracket[0]), max(hi, bracket[1])
+    return point["i50"], lo, hi
+
+
+def _bracket(x: np.ndarray, y: np.ndarray, i50: float) -> tuple[float, float] | None:
+    """The two measured I around I_50 between which the share of runs that generalized crosses one half (the
+    crossing nearest I_50): with a step sharper than the ladder's spacing every I_50 between them fits as well,
+    so an interval narrower than this bracket claims a resolution the design does not have."""
+    values = np.unique(x)
+    share = np.array([y[x == v].mean() for v in values])
+    pairs = [(float(a), float(b)) for a, b, sa, sb in zip(values, values[1:], share, share[1:]) if sa < 0.5 <= sb]
+    if not pairs:
+        return None
+    return min(pairs, key=lambda ab: abs(math.log(math.sqrt(ab[0] * ab[1]) / i50)))
 
 
 def probability_curve(i50: float, slope: float, instructions) -> np.ndarray:
@@ -183,8 +208,12 @@ def outcome_estimate(runs, x: str, metric: str, seen: str | None, cut: float, co
     over all runs beside it; the runs and outcomes at each I, the transition's I and how many runs each has,
     I_50 at other cuts (so the result can be seen not to hinge on the cut) and, given `coverage_studies`, the
     interval's coverage in that many simulated studies of the same design and size."""
-    own = runs[seen] if seen and seen in runs else pd.Series(1.0, index=runs.index)
-    runs = runs.assign(generalized=outcomes(runs[metric], own.fillna(0.0), cut))
+    # a run without a seen score is judged against a plateau of 1.0 (an absolute cut), never against 0
+    own = (runs[seen] if seen and seen in runs else pd.Series(1.0, index=runs.index)).fillna(1.0)
+    # two workers that sampled at once may have trained the same (I, seed): one run, counted once
+    runs = runs.drop_duplicates(subset=[x, "seed"] if "seed" in runs else [x], keep="first")
+    own = own.loc[runs.index]
+    runs = runs.assign(generalized=outcomes(runs[metric], own, cut))
     seeds = runs["seed"] if "seed" in runs else pd.Series(0, index=runs.index)
     runs = runs.assign(seed=seeds)
     learned = runs["learned"].astype(bool)
@@ -209,7 +238,7 @@ def outcome_estimate(runs, x: str, metric: str, seen: str | None, cut: float, co
            "by_instructions": [{x: int(r[x]), "runs": int(r["runs"]), "generalized": int(r["generalized"]),
                                 "untrained": int(r["untrained"])} for r in table.to_dict("records")],
            "cut_sensitivity": {str(c): fit_i50(runs.loc[learned, x], outcomes(
-               runs.loc[learned, metric], own[learned].fillna(0.0), c)) for c in (0.3, 0.7)}}
+               runs.loc[learned, metric], own[learned], c)) for c in (0.3, 0.7)}}
     out["cut_sensitivity"] = {c: (None if f is None else f["i50"]) for c, f in out["cut_sensitivity"].items()}
     token = f"{metric.removesuffix('accuracy')}token_accuracy"
     trained = runs[learned]
@@ -441,17 +470,24 @@ def paired_outcomes(a: dict, b: dict) -> dict:
     return {"pairs": len(shared), "first_only": a_only, "second_only": b_only, "p_value": p}
 
 
-def ratio_interval(first: tuple[float, float, float], second: tuple[float, float, float],
-                   confidence: float) -> tuple[float, float, float]:
+def ratio_interval(first: tuple[float, float, float], second: tuple[float, float, float], confidence: float,
+                   df: tuple[int | None, int | None] = (None, None)) -> tuple[float, float, float]:
     """second / first for two independent estimates each given as (point, low, high) at `confidence` on the
-    log scale: the log ratio's standard error is the root sum of squares of theirs (each read back from its
-    interval's half-width)."""
-    z = sps.norm.ppf(0.5 + confidence / 2)
-    if not all(math.isfinite(v) and v > 0 for v in (*first, *second)):
+    log scale: each one's standard error is read back from its interval's half-width (by Student t with its
+    `df`, as `bootstrap_i50` built it: seeds - 1; by the normal quantile where df is None), and the log
+    ratio's is their root sum of squares, its interval Student t at the smaller df (conservative)."""
+    def quantile(d):
+        return sps.t.ppf(0.5 + confidence / 2, d) if d else sps.norm.ppf(0.5 + confidence / 2)
+
+    values = [v for v in (*first, *second)]
+    if any(v is None or not math.isfinite(v) or v <= 0 for v in values):
         return math.nan, math.nan, math.nan
-    se = math.hypot(*((math.log(h) - math.log(lo)) / (2 * z) for _, lo, h in (first, second)))
+    se = math.hypot(*((math.log(h) - math.log(lo)) / (2 * quantile(d))
+                      for (_, lo, h), d in zip((first, second), df)))
     r = math.log(second[0]) - math.log(first[0])
-    return math.exp(r), math.exp(r - z * se), math.exp(r + z * se)
+    known = [d for d in df if d]
+    q = quantile(min(known)) if len(known) == 2 else quantile(None)
+    return math.exp(r), math.exp(r - q * se), math.exp(r + q * se)
 
 
 def ratio_verdict(lo: float, hi: float, factor: float) -> str:

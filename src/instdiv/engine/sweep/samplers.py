@@ -118,13 +118,18 @@ class ThresholdSampler(optuna.samplers.BaseSampler):
         return choice
 
 
+def planned(t) -> dict:
+    """A trial's parameters, or for one still waiting in the queue (a retry) those it will take."""
+    return t.params or t.system_attrs.get("fixed_params", {})
+
+
 def outcome_runs(study: optuna.Study, axis: str, metric: str, seen: str | None, cut: float,
                  exclude: int | None = None) -> list[tuple[int, bool | None]]:
     """(I, generalized) of every run so far, None for those still training or waiting; failed ones left out
     (their retry stands in for them)."""
     runs = []
     for t in study.get_trials(deepcopy=False):
-        i = t.params.get(axis)
+        i = planned(t).get(axis)
         if i is None or t.number == exclude or t.state == TrialState.FAIL:
             continue
         if t.state == TrialState.COMPLETE and metric in t.user_attrs:
@@ -155,7 +160,7 @@ class OutcomeSampler(optuna.samplers.BaseSampler):
             return next_instructions(runs, self.values)
         if param_name == "seed":
             i = trial.params[self.axis]
-            used = {t.params.get("seed") for t in study.get_trials(deepcopy=False)
-                    if t.params.get(self.axis) == i and t.state != TrialState.FAIL and t.number != trial.number}
+            used = {planned(t).get("seed") for t in study.get_trials(deepcopy=False)
+                    if planned(t).get(self.axis) == i and t.state != TrialState.FAIL and t.number != trial.number}
             return next(s for s in range(len(used) + 1) if s not in used)
         return param_distribution.choices[0]  # one value for every other axis

@@ -12,7 +12,15 @@ from pathlib import Path
 import optuna
 
 from instdiv.engine import stages, tracking
-from instdiv.engine.sweep.study import axis_names, check_storage, decode, encode, grid_points, storage_url
+from instdiv.engine.sweep.study import (
+    axis_names,
+    check_storage,
+    decode,
+    encode,
+    grid_points,
+    ladder_of,
+    storage_url,
+)
 from instdiv.engine.training import device, fit, fit_data
 from instdiv.errors import ConfigError
 
@@ -42,9 +50,9 @@ def check(params) -> None:
     task = params.task()
     if s.mode == "grid":
         points = grid_points(params)
-    elif s.mode == "outcomes":
+    elif s.mode == "outcomes":  # every value of the ladder a run may be placed at
         base = {"seed": 0, **{key: encode(values[0]) for key, values in s.axes.items()}}
-        points = [{**base, task.count_axis: i} for i in (min(s.instructions), max(s.instructions))]
+        points = [{**base, task.count_axis: i} for i in ladder_of(params)]
     else:
         base = {"seed": s.seeds[0], **{key: encode(values[0]) for key, values in s.axes.items()}}
         points = [{**base, task.count_axis: i} for i in s.instructions]

@@ -49,8 +49,9 @@ def _remaining(study: optuna.Study, params) -> str:
     if waiting:
         return "run"
     heartbeats = not storage_url(params).startswith("journal:")  # RDB storages send heartbeats
-    if s.mode == "outcomes":  # the budget counts runs; a failed one is retried in its place
-        if sum(st != TrialState.FAIL for st in states) < s.max_trials:
+    if s.mode == "outcomes":  # the budget counts runs; a failed one is retried in its place, up to a point
+        failed = states.count(TrialState.FAIL)
+        if sum(st != TrialState.FAIL for st in states) < s.max_trials and failed < s.max_trials * (s.max_retries + 1):
             return "run"
     if s.mode == "threshold":
         axis = params.task().count_axis
