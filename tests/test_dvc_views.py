@@ -64,8 +64,10 @@ def test_experiments_declare_only_their_knobs_as_params():
             for file in files:
                 assert file in ("params.yaml", "experiments/params.yaml"), (name, file)
             if "experiments/params.yaml" in files:
-                # the experiment's name: a foreach list's item, or a foreach mapping's key (experiment -> base)
-                var = "${key}" if isinstance(stage.get("foreach"), dict) else "${item}"
+                # the experiment's name: a foreach list's item, a foreach mapping's key (experiment -> base), or
+                # the stage's own name (recipe)
+                var = "${key}" if isinstance(stage.get("foreach"), dict) else "${item}" if "foreach" in stage \
+                    else name
                 assert files["experiments/params.yaml"] == [var]
                 assert f"experiments/{var}.yaml" in body["deps"]  # any edit of the declaration reruns it
     out = subprocess.run([DVC, "exp", "show", "--no-pager", "--csv"], cwd=REPO, env=ENV, capture_output=True,

@@ -280,9 +280,11 @@ def test_experiment_stages_are_declared_apart_from_the_default_pipeline():
         p.stem for p in (REPO / "experiments").glob("*.yaml") if p.name not in ("dvc.yaml", "params.yaml"))
     stages = listed.stdout.split()
     # every experiment is a stage; those that fine-tune a pretrained base depend on it (experiment_from_base@)
-    assert sorted(s.split("@")[1] for s in stages
-                  if s.split("@")[0] in ("experiments/dvc.yaml:experiment",
-                                         "experiments/dvc.yaml:experiment_from_base")) == declared
+    # (and the recipe experiment is its own stage: it cites the default study's estimate)
+    assert sorted([s.split("@")[1] for s in stages
+                   if s.split("@")[0] in ("experiments/dvc.yaml:experiment",
+                                          "experiments/dvc.yaml:experiment_from_base")]
+                  + [s.split(":")[1] for s in stages if s == "experiments/dvc.yaml:recipe"]) == declared
     percents = yaml.safe_load((REPO / "params.yaml").read_text())["mix"]["general_percents"]
     seeds = yaml.safe_load((REPO / "params.yaml").read_text())["code_model"]["seeds"]
     for step in ("code_train", "code_eval"):  # one model per mix and seed
@@ -382,6 +384,7 @@ def test_a_recipe_experiment_measures_i50_per_setting_against_the_reference(tiny
     reference estimate; a value equal to the reference's own is refused before any training."""
     import math
 
+    from instdiv.engine import recipe
     from instdiv.engine.sweep import workers
 
     def objective(trial, params):  # I_50 200 with warmup 0.1, 50 with 0.4; seeds spread it a little
@@ -411,9 +414,12 @@ def test_a_recipe_experiment_measures_i50_per_setting_against_the_reference(tiny
     assert result["recipe"][0]["why"] == "moves at 0.4"
     assert (in_tmp / "reports/rec/figure.png").stat().st_size > 5_000
     assert "train.warmup_frac = 0.4 | 16 | 0 |" in (in_tmp / "reports/index.md").read_text()
-    declare(in_tmp, "rec", title="Recipe", recipe={"train.warmup_frac": [0.1]},
+    # the reference's own value is the default study's: never trained again
+    exp, params = experiments.load("rec")
+    assert [v for _, v, _ in recipe.settings(exp.replace(recipe={"train.warmup_frac": [0.1, 0.4]}), params)] == [0.4]
+    declare(in_tmp, "rec", title="Recipe", recipe={"train.warmup_frac": [0.4], "train.lrr": [0.1]},
             params={"sweep": {"mode": "outcomes", "instructions": [16, 1024], "max_trials": 16}})
-    with pytest.raises(ConfigError, match=r"recipe.train.warmup_frac: 0.1 is the reference recipe's own value"):
+    with pytest.raises(ConfigError, match=r"recipe.train.lrr: not a setting"):
         experiments.run("rec")
 
 

@@ -25,11 +25,14 @@ MOVES, ALIKE, UNCLEAR = "moves", "the same within x{factor}", "cannot tell"
 
 
 def settings(exp, params) -> list[tuple[str, object, object]]:
-    """(axis, value, params) for every declared value, in the declared order."""
+    """(axis, value, params) for every declared value, in the declared order, but the reference recipe's own
+    value (at another scale a declared value may be the reference's: the default study measures it)."""
     out = []
     for axis, values in exp.recipe.items():
         section, _, key = axis.partition(".")
         for value in values:
+            if getattr(getattr(params, section), key) == value:
+                continue
             p = params.replace(**{section: getattr(params, section).replace(**{key: value})})
             out.append((axis, value, p))
     return out
@@ -43,9 +46,6 @@ def check(exp, params) -> None:
             raise ConfigError(f"recipe.{axis}: not a setting; name one as section.key, e.g. train.warmup_frac")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"recipe.{axis}: give a list of values to try")
-        if getattr(getattr(params, section), key) in values:
-            raise ConfigError(f"recipe.{axis}: {getattr(getattr(params, section), key)} is the reference recipe's "
-                              "own value (params.yaml), which the default study measures; list only the others")
     for axis, value, p in settings(exp, params):
         try:
             sweep.check(p)
