@@ -51,8 +51,8 @@ def fit_i50(instructions, generalized) -> dict | None:
 
     x = np.log(np.asarray(instructions, float))
     y = np.asarray(generalized, bool)
-    if len(y) == 0 or y.all() or not y.any():
-        return None
+    if len(y) == 0 or y.all() or not y.any() or len(np.unique(x)) < 2:
+        return None  # nothing to place I_50 between (one outcome, or every run at one I)
     if _separated(x, y):
         return {"i50": float(math.exp((x[~y].max() + x[y].min()) / 2)), "slope": math.inf, "separated": True}
     center = float(np.mean(x))  # centred: the intercept and slope are nearly uncorrelated
@@ -100,8 +100,8 @@ def bootstrap_i50(instructions, generalized, clusters, confidence: float = 0.9, 
         idx = np.concatenate([groups[k] for k in rng.integers(0, len(groups), len(groups))])
         xb, yb = x[idx], y[idx]
         f = fit_i50(xb, yb)
-        if f is None:
-            draws[b] = floor if yb.all() else ceiling
+        if f is None:  # one outcome (beyond the runs), or both at a single I (there)
+            draws[b] = floor if yb.all() else ceiling if not yb.any() else math.log(xb[0])
         elif f["separated"]:
             draws[b] = rng.uniform(math.log(xb[~yb].max()), math.log(xb[yb].min()))
         else:
@@ -245,8 +245,15 @@ def outcome_estimate(runs, x: str, metric: str, seen: str | None, cut: float, co
     out["sharpness"] = {"measure": f"the factor of {x} over which the mean at each {x} rises from 10% to 90% of "
                                    "its range", metric: rise_span(trained[x], trained[metric])}
     if token in runs:
-        out["sharpness"][token] = rise_span(trained[x], trained[token])
-        out["sharpness"]["runs_with_" + token] = int(trained[token].notna().sum())
+        # compared on the same runs (those that scored both), at 3 values of I at least, or not at all
+        both = trained[trained[token].notna()]
+        values = sorted(int(v) for v in both[x].unique())
+        out["sharpness"]["compared_at"] = values
+        if len(values) >= 3:
+            out["sharpness"].update({f"{metric} (same runs)": rise_span(both[x], both[metric]),
+                                     token: rise_span(both[x], both[token])})
+        else:
+            out["sharpness"][token] = None
     i50, slope = gated["i50"], gated["slope"]
     if math.isfinite(i50) and slope is not None:
         ladder = values or sorted(int(v) for v in runs[x].unique())
