@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def train(base, recipes: list[str]) -> None:
                                             study="bench-time-to-learn",
                                             storage="journal:studies/bench-time-to-learn.journal"))
         print(f"{recipe}: study {sweep.study_name(p)}", flush=True)
-        sweep.run(p, Path(f"/tmp/time-to-learn-{sweep.study_name(p)}.csv"))
+        sweep.run(p, Path(tempfile.gettempdir()) / f"time-to-learn-{sweep.study_name(p)}.csv")
 
 
 def main() -> None:
