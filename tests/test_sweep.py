@@ -171,6 +171,14 @@ def test_grid_sweep_with_nested_mlflow_runs(tiny, in_tmp):
     assert len(run_sweep(path)) == 6
 
 
+def record(trial, acc: float) -> float:
+    """What a trained trial records, for a synthetic objective: its scores, and that it learned its rules."""
+    for key, value in (("unseen_op_accuracy", acc), ("seen_op_accuracy", 0.99), ("unseen_accuracy", acc),
+                       ("learned", True)):
+        trial.set_user_attr(key, value)
+    return acc
+
+
 def synthetic(midpoint: float):
     """An objective with a known logistic curve in place of training: tests the search, not the model. Seed s
     moves the curve's midpoint by a factor 1.1^(s - 1), so three seeds straddle `midpoint`."""
@@ -180,10 +188,7 @@ def synthetic(midpoint: float):
                               log=True)
         seed = trial.suggest_categorical("seed", params.sweep.seeds)
         acc = 0.9 / (1 + math.exp(-4 * (math.log(i) - math.log(midpoint * 1.1 ** (seed - 1)))))
-        for key, value in (("unseen_op_accuracy", acc), ("seen_op_accuracy", 0.99), ("unseen_accuracy", acc),
-                           ("learned", True)):
-            trial.set_user_attr(key, value)
-        return acc
+        return record(trial, acc)
 
     return objective
 
@@ -529,10 +534,7 @@ def bimodal(i50: float):
         seed = trial.suggest_int("seed", 0, 100_000)
         generalized = math.log(i) >= math.log(i50) + math.log(1.25) * ((seed % 5) - 2)
         acc = 0.95 if generalized else 0.01
-        for key, value in (("unseen_op_accuracy", acc), ("seen_op_accuracy", 0.99), ("unseen_accuracy", acc),
-                           ("learned", True)):
-            trial.set_user_attr(key, value)
-        return acc
+        return record(trial, acc)
 
     return objective
 

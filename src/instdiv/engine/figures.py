@@ -113,7 +113,7 @@ def heatmap(done: pd.DataFrame, metric: str, axes: list[str], x: str, x_label: s
     plt.close(fig)
 
 
-def _runs_by_seed(ax, runs: pd.DataFrame, x: str, metric: str, seen: str | None, cut: float) -> None:
+def _runs_by_seed(ax, runs: pd.DataFrame, x: str, metric: str) -> None:
     """Each run as a dot coloured by its seed (hollow: it did not learn its training rules), spread a little
     along x so that runs at one I do not hide each other."""
     import matplotlib.pyplot as plt
@@ -155,7 +155,7 @@ def outcome_diagram(done: pd.DataFrame, est: dict, metric: str, x: str, x_label:
         if token in runs and runs[token].notna().any():
             ax.scatter(runs[x], runs[token], marker="x", s=12, color="0.55", zorder=2,
                        label=f"{token.replace('_', ' ')} (each run)")
-        _runs_by_seed(ax, runs, x, metric, seen, e.get("cut", 0.5))
+        _runs_by_seed(ax, runs, x, metric)
         shares = pd.DataFrame(e.get("by_instructions", []))
         if len(shares):
             share = shares["generalized"] / shares["runs"]

@@ -127,8 +127,9 @@ def report(name: str, exp, params, out: Path) -> dict:
         from instdiv.engine.findings import judge_runs
 
         done["learned"] = judge_runs(task, done, params.evaluate.learned_at)
+        resolved = {(a, str(v)): s for a, v, s in settings(exp, params)}
         for (axis, value), runs in done.groupby(["axis", "value"], sort=False):
-            p = next(s for a, v, s in settings(exp, params) if a == axis and v == value)
+            p = resolved[(axis, str(value))]
             est = stats.outcome_estimate(runs, x, cfg.metric, task.seen_metric, cfg.target, cfg.confidence,
                                    sweep.ladder_of(p))
             verdict = judge(ref, est, cfg.confidence, exp.recipe_factor)
